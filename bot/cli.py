@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-# --- preview ---------------------------------------------------------------------------------------
+# --- preview -------------------------------------------------------------------------------------
 
 
 def _default_zone_name() -> str:
@@ -169,7 +170,7 @@ def _offset(moment: datetime) -> str:
     return f"UTC{offset[:3]}:{offset[3:]}" if offset else "UTC"
 
 
-# --- run and check ---------------------------------------------------------------------------------
+# --- run and check -------------------------------------------------------------------------------
 
 
 def _fail(message: str) -> NoReturn:
@@ -187,10 +188,8 @@ def _run() -> int:
         _fail(f"cse-backup-bot: {exc}")
     from bot.runtime import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -112,7 +112,7 @@ class _FieldSpec:
             for index, name in enumerate(full):
                 if upper == name.upper() and len(upper) > 3:
                     short = self.names[index]
-                    return f"`{token}`: use the three-letter name `{short}` in the {self.name} field"
+                    return f"`{token}`: use the three-letter name `{short}` in the {self.name}"
         if upper.isalpha() and len(upper) == 3 and (upper in MONTHS or upper in WEEKDAYS):
             right = "month" if upper in MONTHS else "day-of-week"
             return f"`{token}` is a {right} name; it cannot be used in the {self.name} field"
@@ -165,7 +165,7 @@ class Schedule:
         return dom_ok and dow_ok
 
 
-# --- parsing ---------------------------------------------------------------------------------------
+# --- parsing -------------------------------------------------------------------------------------
 
 
 def clean(text: str) -> str:
@@ -225,7 +225,7 @@ def _expand_field(spec: _FieldSpec, text: str) -> set[int]:
         if not match:
             if element.startswith("-"):
                 raise ScheduleError(
-                    f"`{element}` is not allowed in the {spec.name} field: values cannot be negative"
+                    f"`{element}` is not allowed in the {spec.name} field: no negative values"
                 )
             raise ScheduleError(
                 f"`{element}` is not a valid {spec.name} item (allowed {spec.range_text}, "
@@ -321,7 +321,8 @@ def _field_count_reason(count: int) -> str:
             f"The schedule has 7 fields (Quartz seconds and year); standard cron has 5 ({base}): "
             "remove the first and the last"
         )
-    return f"The schedule has {count} field{'s' * (count != 1)}; cron needs 5 ({base}), e.g. {EXAMPLE}"
+    plural = "s" * (count != 1)
+    return f"The schedule has {count} field{plural}; cron needs 5 ({base}), e.g. {EXAMPLE}"
 
 
 def _check_fires(schedule: Schedule) -> None:
@@ -352,7 +353,7 @@ def _human_list(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
-# --- next runs -------------------------------------------------------------------------------------
+# --- next runs -----------------------------------------------------------------------------------
 
 _SCAN_YEARS = 401  # the Gregorian calendar, weekdays included, repeats every 400 years
 
@@ -442,7 +443,7 @@ def crosscheck_utc(schedule: Schedule, after: datetime, count: int) -> list[date
     return [it.get_next(datetime) for _ in range(count)]
 
 
-# --- description -----------------------------------------------------------------------------------
+# --- description ---------------------------------------------------------------------------------
 
 
 def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
@@ -496,7 +497,7 @@ def describe(schedule: Schedule) -> str:
     return text
 
 
-# --- warnings --------------------------------------------------------------------------------------
+# --- warnings ------------------------------------------------------------------------------------
 
 DOCUMENTED_MAX_RESERVE_DAYS = 10
 DOCUMENTED_MAX_FILES = 5
@@ -536,8 +537,7 @@ def lint(
             span = f"in each of the hours `{hour_text}`"
         fixed = " ".join(["0", *schedule.fields[1:]])
         warnings.append(
-            f"`* {hour_text}` runs every minute {span} (60 runs an hour); "
-            f"did you mean `{fixed}`?"
+            f"`* {hour_text}` runs every minute {span} (60 runs an hour); did you mean `{fixed}`?"
         )
     elif per_hour > 1:
         warnings.append(
@@ -579,7 +579,7 @@ def _human_span(span: timedelta) -> str:
     return f"{days} days"
 
 
-# --- the one call the surfaces use -----------------------------------------------------------------
+# --- the one call the surfaces use ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
