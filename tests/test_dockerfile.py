@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from bot.settings import Settings
+from bot.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_TOOLS = ("pytest", "ruff", "mypy", "hypothesis", "cronsim", "[test]")
@@ -259,3 +260,198 @@ def test_healthcheck_passes_on_200_and_fails_otherwise(
     health_server.shutdown()
     health_server.server_close()
     assert _run_healthcheck(command, port) == 1
+
+
+# --- deploy/: docker compose and Kubernetes -------------------------------------------------
+
+
+def _deploy_documents() -> list[tuple[Path, dict[str, Any]]]:
+    documents = []
+    for path in sorted((ROOT / "deploy").rglob("*.y*ml")):
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            assert isinstance(document, dict), f"{path}: a document that is not a mapping"
+            documents.append((path, document))
+    return documents
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[str, dict[str, Any]]:
+    """Kubernetes objects by kind (one of each)."""
+    objects: dict[str, dict[str, Any]] = {}
+    for path, document in _deploy_documents():
+        if "kubernetes" not in path.parts:
+            continue
+        for key in ("apiVersion", "kind", "metadata"):
+            assert key in document, f"{path}: no {key}"
+        assert document["kind"] not in objects, f"{path}: a second {document['kind']}"
+        objects[document["kind"]] = document
+    return objects
+
+
+def test_every_deploy_yaml_parses() -> None:
+    paths = {path.relative_to(ROOT).as_posix() for path, _ in _deploy_documents()}
+    assert paths == {
+        "deploy/docker-compose.yml",
+        "deploy/kubernetes/configmap.yaml",
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/kubernetes/pdb.yaml",
+        "deploy/kubernetes/secret.yaml",
+        "deploy/kubernetes/service.yaml",
+    }
+
+
+def test_compose_bot_builds_this_repository_and_uses_compose_redis(
+    compose: dict[str, Any],
+) -> None:
+    compose_dir = ROOT / "deploy"
+    bot = compose["services"]["bot"]
+    assert (compose_dir / bot["build"]["context"]).resolve() == ROOT
+    assert (compose_dir / bot["build"]["context"] / bot["build"]["dockerfile"]).is_file()
+    assert bot["env_file"] == "../.env"
+    assert bot["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    port = Settings.model_fields["port"].default
+    assert bot["environment"]["PORT"] == str(port)
+    assert [p.split(":")[-1] for p in bot["ports"]] == [str(port)]
+    assert bot["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_compose_redis_persists(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["image"] == "redis:7"
+    assert " ".join(redis["command"]).endswith("--appendonly yes")
+    volume, _, target = redis["volumes"][0].partition(":")
+    assert target == "/data"
+    assert volume in compose["volumes"]
+    assert "redis-cli" in redis["healthcheck"]["test"]
+
+
+@pytest.mark.skipif(not Path("/bin/sh").exists(), reason="needs /bin/sh, as the image has")
+def test_compose_bot_healthcheck_works(
+    compose: dict[str, Any], health_server: ThreadingHTTPServer
+) -> None:
+    kind, command = compose["services"]["bot"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    command = command.replace("$$", "$")  # compose's escape, undone as compose does
+    assert "/healthz" in command
+    port = health_server.server_address[1]
+    assert _run_healthcheck(command, port) == 0
+    _Health.status = 500
+    try:
+        assert _run_healthcheck(command, port) == 1
+    finally:
+        _Health.status = 200
+
+
+def _container(k8s: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    containers = k8s["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def _container_port(container: dict[str, Any], port: int | str) -> int:
+    """A probe's or Service's port (number or name) as the container port number."""
+    for declared in container["ports"]:
+        if port in (declared["containerPort"], declared.get("name")):
+            number: int = declared["containerPort"]
+            return number
+    raise AssertionError(f"port {port!r} is not declared by the container")
+
+
+def test_k8s_probes_hit_readyz_and_healthz_on_the_bot_port(
+    k8s: dict[str, dict[str, Any]],
+) -> None:
+    container = _container(k8s)
+    port = int(k8s["ConfigMap"]["data"]["PORT"])
+    assert port == Settings.model_fields["port"].default
+    readiness = container["readinessProbe"]["httpGet"]
+    liveness = container["livenessProbe"]["httpGet"]
+    assert readiness["path"] == "/readyz"
+    assert liveness["path"] == "/healthz"
+    assert _container_port(container, readiness["port"]) == port
+    assert _container_port(container, liveness["port"]) == port
+    if "startupProbe" in container:
+        assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    annotations = k8s["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_k8s_service_maps_80_to_the_bot_port(k8s: dict[str, dict[str, Any]]) -> None:
+    service = k8s["Service"]["spec"]
+    [port] = service["ports"]
+    assert port["port"] == 80
+    assert _container_port(_container(k8s), port["targetPort"]) == int(
+        k8s["ConfigMap"]["data"]["PORT"]
+    )
+
+
+def test_k8s_selectors_match_the_pods(k8s: dict[str, dict[str, Any]]) -> None:
+    deployment = k8s["Deployment"]["spec"]
+    labels = deployment["template"]["metadata"]["labels"]
+    assert deployment["replicas"] == 2
+    for selector in (
+        deployment["selector"]["matchLabels"],
+        k8s["Service"]["spec"]["selector"],
+        k8s["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= labels.items()
+    assert k8s["PodDisruptionBudget"]["apiVersion"] == "policy/v1"
+    assert k8s["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+
+
+def test_k8s_pod_is_non_root_with_resources(k8s: dict[str, dict[str, Any]]) -> None:
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    container = _container(k8s)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert "memory" in container["resources"]["limits"]
+    assert container["args"] == ["run"]
+
+
+def test_k8s_env_comes_from_the_configmap_and_secret(k8s: dict[str, dict[str, Any]]) -> None:
+    refs = {
+        (kind, source[key]["name"])
+        for source in _container(k8s)["envFrom"]
+        for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef"))
+        if key in source
+    }
+    assert refs == {
+        ("ConfigMap", k8s["ConfigMap"]["metadata"]["name"]),
+        ("Secret", k8s["Secret"]["metadata"]["name"]),
+    }
+
+
+def test_k8s_settings_are_known_and_load(
+    k8s: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {**k8s["ConfigMap"]["data"], **k8s["Secret"]["stringData"]}
+    assert all(isinstance(v, str) for v in values.values()), "env values must be strings"
+    unknown = {name for name in values if name.lower() not in Settings.model_fields}
+    assert unknown == set()
+    secret_names = {
+        name
+        for name, field in Settings.model_fields.items()
+        if "SecretStr" in str(field.annotation)
+    }
+    leaked = {name for name in k8s["ConfigMap"]["data"] if name.lower() in secret_names}
+    assert leaked == set(), "secrets belong in the Secret, not the ConfigMap"
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(_env_file=None)
+    settings.require_for_run()
+    assert settings.socket_mode
+    assert settings.uses_iam
+    assert settings.redis_url is not None
