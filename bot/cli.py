@@ -194,8 +194,12 @@ def _run() -> int:
 
 
 def _check() -> int:
+    import logging
+
     from bot.check import run_checks
     from bot.settings import ConfigError, load_settings
+
+    logging.basicConfig(level=logging.CRITICAL)  # the check lines are the output, not log noise
 
     try:
         settings = load_settings()
