@@ -198,7 +198,7 @@ async def check_socket(settings: Settings) -> CheckResult | None:
         )
     client = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     try:
-        await client.apps_connections_open()
+        await client.apps_connections_open(app_token=token)
         return CheckResult("OK", "socket mode", "apps.connections.open accepted the app token")
     except SlackApiError as exc:
         error = str(exc.response.get("error", "error"))
