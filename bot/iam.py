@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,6 +23,27 @@ log = logging.getLogger("bot.iam")
 
 # Renew this long before the token's own expiry, so a slow CSE call never carries a dying token.
 REFRESH_MARGIN = 3600.0
+
+
+class _RedactSubjectToken(logging.Filter):
+    """httpcore's DEBUG trace prints response headers, IAM's X-Subject-Token among them."""
+
+    _pattern = re.compile(r"(X-Subject-Token['\"]?,\s*b?['\"])[^'\"]+", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "subject-token" in record.msg.lower():
+            record.msg = self._pattern.sub(r"\1***", record.msg)
+        return True
+
+
+def _install_redaction() -> None:
+    for name in ("httpcore.http11", "httpcore.http2"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactSubjectToken) for f in logger.filters):
+            logger.addFilter(_RedactSubjectToken())
+
+
+_install_redaction()
 
 
 class IamError(Exception):

@@ -23,6 +23,7 @@ Scripting: `respond_next(...)`, `close_next()`, `malformed_next()` queue one-off
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -32,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -65,7 +67,8 @@ DEFAULT_ENGINES: list[dict[str, Any]] = [
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
-    path: str
+    path: str  # decoded
+    raw_path: str  # as sent, percent-escapes kept
     query: dict[str, str]
     headers: dict[str, str]  # as received, names in their original case
     body: bytes
@@ -116,6 +119,7 @@ class FakeCse:
     schedule_timezone: str = "UTC"
     # Behaviour of every CSE answer (not IAM) until changed.
     delay: float = 0.0
+    iam_delay: float = 0.0  # seconds before every IAM answer
     fail_mode: Literal["close_connection", "malformed"] | None = None
 
     def __post_init__(self) -> None:
@@ -177,9 +181,9 @@ class FakeCse:
         self._stopping = asyncio.Event()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.SockSite(self._runner, sock, shutdown_timeout=0.5)
+        site = web.SockSite(self._runner, sock)
         await site.start()
 
     def stop(self) -> None:
@@ -276,6 +280,7 @@ class FakeCse:
             self._policies.clear()
             self._script.clear()
         self.delay = 0.0
+        self.iam_delay = 0.0
         self.fail_mode = None
 
     # --- the server side -------------------------------------------------------------------
@@ -291,10 +296,8 @@ class FakeCse:
     async def _sleep(self, seconds: float) -> None:
         if seconds <= 0 or self._stopping is None:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -305,6 +308,7 @@ class FakeCse:
         record = RecordedRequest(
             method=request.method,
             path=request.path,
+            raw_path=request.raw_path.split("?", 1)[0],
             query=dict(request.query),
             headers={k.decode("latin-1"): v.decode("latin-1") for k, v in request.raw_headers},
             body=body,
@@ -314,7 +318,7 @@ class FakeCse:
         with self._lock:
             self._requests.append(record)
 
-        parts = [p for p in request.path.split("/") if p]
+        parts = [unquote(p) for p in record.raw_path.split("/") if p]
         target: Target
         if request.method == "POST" and parts == ["v3", "auth", "tokens"]:
             target = "iam"
@@ -331,8 +335,7 @@ class FakeCse:
             return _json(404, {"error_code": "CSE.00404000", "error_msg": "Not found"})
 
         script = self._take_script(target)
-        if target != "iam":
-            await self._sleep(self.delay)
+        await self._sleep(self.iam_delay if target == "iam" else self.delay)
         if script is not None:
             await self._sleep(script.delay)
             if script.action == "close":
