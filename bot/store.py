@@ -152,7 +152,7 @@ end
 """
 
 # KEYS: req, channel index, user index, pending index, audit, global audit
-# ARGV: doc, exp epoch, created epoch, id, ttl seconds, actor, at iso, maxlen
+# ARGV: doc, exp epoch, created epoch, id, ttl seconds, actor, at iso, maxlen, trim-before epoch
 _LUA_CREATE = (
     _LUA_AUDIT
     + """
@@ -162,6 +162,9 @@ redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'exp', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+-- Forget index entries far older than any history still kept.
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
 audit(KEYS[5], KEYS[6], ARGV[4], ARGV[6], ARGV[7], '', 'pending', '', ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
@@ -423,6 +426,7 @@ class RequestStore:
                     request.requester,
                     _iso(request.created_at),
                     self._maxlen,
+                    _epoch(request.created_at - 3 * timedelta(seconds=self._history)),
                 ],
             )
         if result[0] == "exists":

@@ -137,6 +137,17 @@ async def test_list_channel_is_newest_first_and_limited(store: RequestStore) -> 
     assert await store.list_channel("CNOBODY") == []
 
 
+async def test_index_entries_far_older_than_the_history_are_forgotten(store: RequestStore) -> None:
+    now = _now()
+    ancient = make_request(now - timedelta(days=91))
+    recent = make_request(now - timedelta(days=29))
+    await store.create(ancient)
+    await store.create(recent)
+    await store.create(newest := make_request(now))
+    assert [r.id for r in await store.list_channel("CCHAN")] == [newest.id, recent.id]
+    assert [r.id for r in await store.list_user("UREQ", 10)] == [newest.id, recent.id]
+
+
 async def test_list_user_shows_only_that_users_requests(store: RequestStore) -> None:
     base = _now()
     mine = [make_request(base + timedelta(minutes=i), requester="UME") for i in range(2)]
