@@ -662,6 +662,25 @@ async def test_an_unreachable_redis_raises_store_unavailable(url: str) -> None:
     await store.aclose()
 
 
+async def test_a_redis_that_accepts_but_never_answers_raises_store_unavailable() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # hold the connection open, answer nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = open_store(f"redis://127.0.0.1:{port}/0", "test-silent", socket_timeout=0.2)
+    try:
+        with pytest.raises(StoreUnavailable, match="not answering"):
+            await store.approve(new_request_id(), "UA", _now())
+        with pytest.raises(StoreUnavailable, match="not answering"):
+            await store.ping()
+    finally:
+        await store.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_credentials_never_show_in_errors_logs_or_repr(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
