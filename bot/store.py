@@ -406,7 +406,8 @@ class RequestStore:
         if request.state is not State.PENDING or request.approvals:
             raise ValueError("a new request must be pending with no approvals")
         k = self._keys
-        ttl = _seconds(max(request.expires_at - request.created_at, timedelta(0))) + self._history
+        waiting = (request.expires_at - request.created_at).total_seconds()
+        ttl = max(int(waiting), 0) + self._history
         with _unavailable_on_error():
             result = await self._create(
                 keys=[

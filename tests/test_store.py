@@ -120,6 +120,16 @@ async def test_create_refuses_an_id_already_taken(store: RequestStore) -> None:
     assert refused.value.current == first
 
 
+async def test_a_request_with_no_time_to_wait_is_stored_and_already_due(
+    store: RequestStore,
+) -> None:
+    now = _now()
+    request = make_request(now, expires_at=now)
+    await store.create(request)
+    assert await store.get(request.id) == request
+    assert await store.due_for_expiry(now) == [request.id]
+
+
 async def test_create_refuses_a_request_that_is_not_new(store: RequestStore) -> None:
     with pytest.raises(ValueError, match="pending"):
         await store.create(make_request(state=State.APPROVED))
