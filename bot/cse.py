@@ -365,9 +365,11 @@ class CseClient:
         outcome = "error"
         # The attempt in flight, if any; None while fetching a token (nothing can be sent then).
         trace: _Trace | None = None
+        getting_token = True
         try:
             async with asyncio.timeout(self._timeout):
                 token = await self._tokens.token()
+                getting_token = False
                 for auth_attempt in range(2):
                     trace = _Trace()
                     response = await self._send_once(
@@ -376,7 +378,9 @@ class CseClient:
                     status = response.status_code
                     if status == 401 and auth_attempt == 0:
                         trace = None  # the gateway refused it: nothing was created
+                        getting_token = True
                         fresh = await self._tokens.refresh(token)
+                        getting_token = False
                         if fresh != token:
                             log.info("cse create_backup_policy: HTTP 401, token renewed, retrying")
                             token = fresh
@@ -394,9 +398,14 @@ class CseClient:
                 ) from None
             outcome = "unavailable"
             self._finish("create_backup_policy", status, started, outcome, engine=engine_id)
+            waited_for = (
+                "no service token came from IAM"
+                if getting_token
+                else f"CSE at {self._endpoint} could not be reached"
+            )
             raise CseUnavailable(
-                f"CSE at {self._endpoint} could not be reached within {self._timeout:g}s; "
-                "nothing was sent, it is safe to try again"
+                f"{waited_for} within {self._timeout:g}s; nothing was sent to CSE, "
+                "it is safe to try again"
             ) from None
         except CseOutcomeUnknown:
             self._finish("create_backup_policy", None, started, "unknown", engine=engine_id)

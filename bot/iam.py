@@ -23,6 +23,10 @@ log = logging.getLogger("bot.iam")
 
 # Renew this long before the token's own expiry, so a slow CSE call never carries a dying token.
 REFRESH_MARGIN = 3600.0
+# When a renewal fails, the current token is still used up to this close to its expiry...
+USABLE_MARGIN = 60.0
+# ...and IAM is asked again at most this often meanwhile.
+RENEW_RETRY_INTERVAL = 30.0
 
 
 class _RedactSubjectToken(logging.Filter):
@@ -130,6 +134,7 @@ class IamTokenProvider:
         self._token: SecretStr | None = None
         self._expires: float | None = None  # epoch seconds
         self._token_project_id: str | None = None
+        self._retry_at = 0.0  # clock() before which a failed renewal is not repeated
 
     def __repr__(self) -> str:
         return (
@@ -164,7 +169,26 @@ class IamTokenProvider:
             cached = self._fresh()
             if cached is not None:
                 return cached
-            return await self._fetch()
+            usable = self._usable()
+            if usable is not None and self._clock() < self._retry_at:
+                return usable  # IAM failed a moment ago; the old token still works
+            try:
+                return await self._fetch()
+            except IamError as exc:
+                # Renewal starts an hour early, so IAM trouble need not stop CSE calls yet.
+                if usable is None:
+                    raise
+                self._retry_at = self._clock() + RENEW_RETRY_INTERVAL
+                log.warning("IAM token renewal failed, using the current token: %s", exc)
+                return usable
+
+    def _usable(self) -> str | None:
+        """The cached token while it is at least USABLE_MARGIN away from expiry."""
+        if self._token is None or self._expires is None:
+            return None
+        if self._clock() >= self._expires - USABLE_MARGIN:
+            return None
+        return self._token.get_secret_value()
 
     async def refresh(self, stale: str | None = None) -> str:
         async with self._lock:
@@ -259,6 +283,7 @@ class IamTokenProvider:
 
         self._token = SecretStr(token)
         self._expires = expires
+        self._retry_at = 0.0
         if isinstance(project_id, str) and project_id:
             self._token_project_id = project_id
         if self.project_id is None:

@@ -397,6 +397,22 @@ async def test_timeout_after_sending_is_unknown_and_never_retried(fake: FakeCse)
     assert len(fake.create_requests()) == 1
 
 
+async def test_no_token_within_the_deadline_means_nothing_was_sent(fake: FakeCse) -> None:
+    fake.iam_delay = 30  # cut short when the fake stops
+    tokens = iam_provider(fake)
+    cse = CseClient(fake.url, tokens, timeout=0.5)
+    try:
+        with pytest.raises(CseUnavailable) as caught:
+            await cse.create_backup_policy(ENGINE, "0 2 * * *")
+    finally:
+        await cse.aclose()
+        await tokens.aclose()
+    assert "no service token came from IAM" in str(caught.value)
+    assert "nothing was sent" in str(caught.value)
+    assert len(fake.token_requests()) == 1
+    assert fake.create_requests() == []
+
+
 async def test_connection_dropped_after_the_request_is_unknown(
     fake: FakeCse, client: CseClient
 ) -> None:

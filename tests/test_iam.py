@@ -161,6 +161,38 @@ async def test_token_is_renewed_within_one_hour_of_expiry(fake: FakeCse) -> None
     assert tokens.expires_at is not None and tokens.expires_at > expires
 
 
+async def test_failed_early_renewal_keeps_the_current_token_until_near_expiry(
+    fake: FakeCse,
+) -> None:
+    clock = Clock(datetime.now(UTC).timestamp())
+    tokens = provider(fake, clock=clock)
+    try:
+        first = await tokens.token()
+        expires = tokens.expires_at
+        assert expires is not None
+        clock.now = expires.timestamp() - 1800  # in the renewal hour
+        fake.respond_next(500, {"error": {"message": "IAM busy"}}, target="iam")
+        assert await tokens.token() == first
+        assert len(fake.token_requests()) == 2
+        # IAM is not asked again straight away...
+        clock.now += 10
+        assert await tokens.token() == first
+        assert len(fake.token_requests()) == 2
+        # ...but after the retry interval, and then the new token is used.
+        clock.now += 30
+        second = await tokens.token()
+        assert second != first
+        assert len(fake.token_requests()) == 3
+        # A token about to expire is not handed out when renewal fails.
+        clock.now = (tokens.expires_at or expires).timestamp() - 30
+        fake.respond_next(500, {"error": {"message": "IAM busy"}}, target="iam")
+        with pytest.raises(IamError) as caught:
+            await tokens.token()
+    finally:
+        await tokens.aclose()
+    assert "HTTP 500" in str(caught.value)
+
+
 async def test_refresh_of_a_token_already_replaced_reuses_the_new_one(fake: FakeCse) -> None:
     tokens = provider(fake)
     try:
