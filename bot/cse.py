@@ -371,7 +371,7 @@ class CseClient:
                 token = await self._tokens.token()
                 getting_token = False
                 for auth_attempt in range(2):
-                    trace = _Trace()
+                    trace, status = _Trace(), None
                     response = await self._send_once(
                         "POST", url, token, content=content, trace=trace
                     )
