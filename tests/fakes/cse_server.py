@@ -16,8 +16,8 @@ Usage:
         assert len(fake.create_requests()) == 1
 
 Scripting: `respond_next(...)`, `close_next()`, `malformed_next()` queue one-off answers;
-`delay`, `fail_mode`, `numbers_as_strings`, `timestamp_unit`, `next_at` change every answer;
-`revoke_tokens()` makes every issued token answer 401 APIGW.0301.
+`delay`, `iam_delay`, `fail_mode`, `numbers_as_strings`, `timestamp_unit`, `next_at` change
+every answer; `revoke_tokens()` makes every issued token answer 401 APIGW.0301.
 """
 
 from __future__ import annotations
