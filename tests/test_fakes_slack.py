@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
@@ -398,65 +398,100 @@ def test_block_problems_and_text_of() -> None:
 # The driver, against a real Bolt app
 # ---------------------------------------------------------------------------------------------
 
-FORM = [
-    {
+
+def plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def option(text: str, value: str) -> dict[str, Any]:
+    return {"text": plain(text), "value": value}
+
+
+def button(text: str, action_id: str, value: str = "r1") -> dict[str, Any]:
+    return {"type": "button", "text": plain(text), "action_id": action_id, "value": value}
+
+
+def input_block(block_id: str, label: str, element: dict[str, Any], optional: bool = False) -> dict:
+    return {
         "type": "input",
-        "block_id": "engine",
-        "label": {"type": "plain_text", "text": "Engine"},
-        "element": {
+        "block_id": block_id,
+        "label": plain(label),
+        "element": element,
+        "optional": optional,
+    }
+
+
+FORM_BLOCKS = [
+    input_block(
+        "engine",
+        "Engine",
+        {
             "type": "static_select",
             "action_id": "engine",
-            "options": [
-                {"text": {"type": "plain_text", "text": "prod"}, "value": "eng-1"},
-                {"text": {"type": "plain_text", "text": "staging"}, "value": "eng-2"},
-            ],
+            "options": [option("prod", "eng-1"), option("staging", "eng-2")],
         },
-    },
-    {
-        "type": "input",
-        "block_id": "schedule",
-        "label": {"type": "plain_text", "text": "Schedule (cron)"},
-        "element": {"type": "plain_text_input", "action_id": "cron", "initial_value": "0 2 * * *"},
-    },
-    {
-        "type": "input",
-        "block_id": "reserve",
-        "label": {"type": "plain_text", "text": "Retention days"},
-        "element": {"type": "number_input", "action_id": "days", "is_decimal_allowed": False},
-    },
-    {
-        "type": "input",
-        "block_id": "when",
-        "optional": True,
-        "label": {"type": "plain_text", "text": "Quiet time"},
-        "element": {"type": "timepicker", "action_id": "time"},
-    },
-    {
-        "type": "input",
-        "block_id": "flags",
-        "optional": True,
-        "label": {"type": "plain_text", "text": "Options"},
-        "element": {
+    ),
+    input_block(
+        "schedule",
+        "Schedule (cron)",
+        {"type": "plain_text_input", "action_id": "cron", "initial_value": "0 2 * * *"},
+    ),
+    input_block(
+        "reserve",
+        "Retention days",
+        {"type": "number_input", "action_id": "days", "is_decimal_allowed": False},
+    ),
+    input_block("when", "Quiet time", {"type": "timepicker", "action_id": "time"}, True),
+    input_block(
+        "flags",
+        "Options",
+        {
             "type": "checkboxes",
             "action_id": "flags",
-            "options": [
-                {"text": {"type": "plain_text", "text": "Notify"}, "value": "notify"},
-                {"text": {"type": "plain_text", "text": "Dry run"}, "value": "dry"},
-            ],
+            "options": [option("Notify", "notify"), option("Dry run", "dry")],
         },
-    },
+        True,
+    ),
+    input_block(
+        "search",
+        "Other engine",
+        {"type": "external_select", "action_id": "engine_search", "min_query_length": 1},
+        True,
+    ),
+    input_block(
+        "reason",
+        "Reason",
+        {"type": "plain_text_input", "action_id": "reason", "max_length": 20},
+        True,
+    ),
     {
-        "type": "input",
-        "block_id": "reason",
-        "optional": True,
-        "label": {"type": "plain_text", "text": "Reason"},
-        "element": {"type": "plain_text_input", "action_id": "reason", "max_length": 20},
+        "type": "actions",
+        "block_id": "tools",
+        "elements": [
+            button("Add note", "add_note"),
+            {
+                "type": "static_select",
+                "action_id": "preset",
+                "placeholder": plain("Preset"),
+                "options": [option("Nightly", "0 2 * * *"), option("Hourly", "0 * * * *")],
+            },
+        ],
     },
 ]
 
+FORM_VIEW = {
+    "type": "modal",
+    "callback_id": "form",
+    "notify_on_close": True,
+    "title": plain("CSE backup policy"),
+    "submit": plain("Next"),
+    "close": plain("Cancel"),
+    "blocks": FORM_BLOCKS,
+}
+
 
 def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
-    """A small Bolt app that uses each surface the driver has to imitate."""
+    """A small Bolt app touching each surface the driver imitates; `seen` gets every body."""
     app = AsyncApp(
         token=TOKEN, signing_secret=SECRET, client=AsyncWebClient(base_url=fake.url, token=TOKEN)
     )
@@ -466,60 +501,39 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
         ack: AsyncAck, body: dict, client: AsyncWebClient, respond: AsyncRespond
     ) -> None:
         seen.append(body)
-        if body["text"] == "modal":
+        text = body["text"]
+        if text == "modal":
             await ack()
-            view = modal(blocks=FORM) | {
-                "callback_id": "form",
-                "submit": {"type": "plain_text", "text": "Next"},
-            }
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
-        elif body["text"] == "confirm":
-            button = {
-                "type": "button",
-                "text": {"type": "plain_text", "text": "Request approval"},
-                "action_id": "go",
-                "value": "r1",
-            }
-            await ack(
-                text="Check this",
-                blocks=[section("Check this"), {"type": "actions", "elements": [button]}],
-            )
-        elif body["text"] == "later":
+            await client.views_open(trigger_id=body["trigger_id"], view=FORM_VIEW)
+        elif text == "confirm":
+            actions = {"type": "actions", "elements": [button("Request approval", "go")]}
+            await ack(text="Check this", blocks=[section("Check this"), actions])
+        elif text == "later":
             await ack()
             await respond(text="answered later")
         else:
-            buttons = [
-                {
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": "Approve"},
-                    "action_id": "approve",
-                    "value": "r1",
-                    "style": "primary",
-                },
-                {
-                    "type": "button",
-                    "text": {"type": "plain_text", "text": "Reject"},
-                    "action_id": "reject",
-                    "value": "r1",
-                },
-            ]
             await ack()
+            actions = {
+                "type": "actions",
+                "elements": [button("Approve", "approve"), button("Reject", "reject")],
+            }
             await client.chat_postMessage(
                 channel=body["channel_id"],
                 text="Request r1",
-                blocks=[section("Request r1"), {"type": "actions", "elements": buttons}],
+                blocks=[section("Request r1"), actions],
+            )
+            await client.chat_postMessage(
+                channel=body["channel_id"], thread_ts=None, text="unrelated"
             )
 
     @app.action("approve")
     async def approve(ack: AsyncAck, body: dict, client: AsyncWebClient) -> None:
         await ack()
         seen.append(body)
-        await client.chat_update(
-            channel=body["channel"]["id"],
-            ts=body["message"]["ts"],
-            text=f"Approved by {body['user']['id']}",
-            blocks=[],
-        )
+        channel, ts = body["channel"]["id"], body["message"]["ts"]
+        approved = f"Approved by {body['user']['id']}"
+        await client.chat_update(channel=channel, ts=ts, text=approved, blocks=[])
+        await client.chat_postMessage(channel=channel, thread_ts=ts, text="thread reply")
 
     @app.action("go")
     async def go(ack: AsyncAck, body: dict, respond: AsyncRespond) -> None:
@@ -527,22 +541,36 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
         seen.append(body)
         await respond(text="Requested", replace_original=True)
 
+    @app.action("add_note")
+    async def add_note(ack: AsyncAck, body: dict, client: AsyncWebClient) -> None:
+        await ack()
+        seen.append(body)
+        await client.views_push(trigger_id=body["trigger_id"], view=modal("Note"))
+
+    @app.action("preset")
+    async def preset(ack: AsyncAck, body: dict, client: AsyncWebClient) -> None:
+        await ack()
+        seen.append(body)
+        view = body["view"]
+        await client.views_update(
+            view_id=view["id"], hash=view["hash"], view=FORM_VIEW | {"title": plain("Preset set")}
+        )
+
+    @app.options("engine_search")
+    async def engine_options(ack: AsyncAck, body: dict) -> None:
+        seen.append(body)
+        await ack(options=[option(f"{body['value']}-1", "eng-9")])
+
     @app.view("form")
     async def form(ack: AsyncAck, body: dict, view: dict) -> None:
         seen.append(body)
-        values = view["state"]["values"]
-        if values["schedule"]["cron"]["value"] == "bad":
+        if view["state"]["values"]["schedule"]["cron"]["value"] == "bad":
             await ack(response_action="errors", errors={"schedule": "not a cron expression"})
             return
-        summary = json.dumps({b: {a: v for a, v in e.items()} for b, e in values.items()})
+        confirm = modal("Confirm", [section("Looks good")])
         await ack(
             response_action="update",
-            view=modal("Confirm", [section("Looks good")])
-            | {
-                "callback_id": "confirm",
-                "submit": {"type": "plain_text", "text": "Request approval"},
-                "private_metadata": summary[:3000],
-            },
+            view=confirm | {"callback_id": "confirm", "submit": plain("Request approval")},
         )
 
     @app.view("confirm")
@@ -550,9 +578,20 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
         seen.append(body)
         await ack()
 
+    @app.view_closed("form")
+    async def closed(ack: AsyncAck, body: dict) -> None:
+        seen.append(body)
+        await ack()
+
+    @app.shortcut("open_form")
+    async def shortcut(ack: AsyncAck, body: dict, client: AsyncWebClient) -> None:
+        await ack()
+        seen.append(body)
+        await client.views_open(trigger_id=body["trigger_id"], view=FORM_VIEW)
+
     @app.event("app_home_opened")
-    async def home(event: dict, client: AsyncWebClient) -> None:
-        seen.append(event)
+    async def home(event: dict, client: AsyncWebClient, request: AsyncBoltRequest) -> None:
+        seen.append(event | {"headers": dict(request.headers)})
         await client.views_publish(
             user_id=event["user"], view={"type": "home", "blocks": [section("Welcome home")]}
         )
@@ -563,112 +602,107 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
 @pytest.fixture
 async def bolt(fake: FakeSlack) -> AsyncIterator[tuple[SlackDriver, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
-    app = build_bolt_app(fake, seen)
-    runner = web.AppRunner(app.web_app())
+    runner = web.AppRunner(build_bolt_app(fake, seen).web_app())
     await runner.setup()
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
+    await web.SockSite(runner, sock).start()
     async with SlackDriver(f"http://127.0.0.1:{sock.getsockname()[1]}", SECRET, fake) as driver:
         yield driver, seen
     await runner.cleanup()
 
 
+Bolt = tuple[SlackDriver, list[dict[str, Any]]]
+
+
 async def test_driver_signature_verifies_with_slack_sdk(fake: FakeSlack) -> None:
-    driver = SlackDriver("http://127.0.0.1:1", SECRET, fake)
-    body = "token=x&text=hello+world"
-    headers = driver.sign(body)
+    async with SlackDriver("http://127.0.0.1:1", SECRET, fake) as driver:
+        body = "token=x&text=hello+world"
+        headers = driver.sign(body)
+        old = driver.sign(body, timestamp=int(time.time()) - 600)
+    ts, signature = headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
     verifier = SignatureVerifier(SECRET)
-    assert verifier.is_valid(
-        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
-    )
-    assert not SignatureVerifier("other").is_valid(
-        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
-    )
-    old = driver.sign(body, timestamp=int(time.time()) - 600)
+    assert verifier.is_valid(body, ts, signature)
+    assert not SignatureVerifier("other-secret").is_valid(body, ts, signature)
+    assert not verifier.is_valid(body + "&x=1", ts, signature)
     assert not verifier.is_valid(body, old["X-Slack-Request-Timestamp"], old["X-Slack-Signature"])
-    await driver.aclose()
 
 
-async def test_unsigned_and_forged_requests_are_refused(bolt: tuple[SlackDriver, list]) -> None:
+async def test_unsigned_and_forged_requests_are_refused(bolt: Bolt) -> None:
     driver, seen = bolt
     body = "command=%2Fcse-backup&text=&user_id=U1&channel_id=C1"
-    unsigned = await driver.raw(body, {"Content-Type": "application/x-www-form-urlencoded"})
-    forged = await driver.raw(
-        body,
-        {
-            "Content-Type": "application/x-www-form-urlencoded",
-            **driver.sign(body.replace("U1", "U2")),
-        },
-    )
-    assert (unsigned.status_code, forged.status_code) == (401, 401)
-    assert seen == []
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    unsigned = await driver.raw(body, form)
+    forged = await driver.raw(body, form | driver.sign(body.replace("U1", "U2")))
+    signed = await driver.raw(body, form | driver.sign(body))
+    assert (unsigned.status_code, forged.status_code, signed.status_code) == (401, 401, 200)
+    assert len(seen) == 1
 
 
-async def test_command_payload_has_slacks_fields(bolt: tuple[SlackDriver, list]) -> None:
+async def test_command_payload_has_slacks_fields(bolt: Bolt) -> None:
     driver, seen = bolt
     response = await driver.command("U1", "C1", "help me")
     assert response.status_code == 200
     body = seen[0]
     assert body["command"] == "/cse-backup" and body["text"] == "help me"
     assert (body["user_id"], body["channel_id"], body["team_id"]) == ("U1", "C1", "T0FAKE")
+    assert body["user_name"] == "u1"
     assert body["response_url"].startswith(driver.fake.root_url)
     assert body["trigger_id"] and body["api_app_id"] == "A0FAKE"
 
 
-async def test_modal_submission_errors_and_update(bolt: tuple[SlackDriver, list]) -> None:
+async def test_modal_submission_errors_then_update(bolt: Bolt) -> None:
     driver, seen = bolt
     await driver.command("U1", "C1", "modal")
-    form = driver.current_view("U1")
-    assert form is not None and text_of(form["title"]) == "CSE backup policy"
+    form = await driver.wait_for_view("U1")
+    assert text_of(form["title"]) == "CSE backup policy"
 
-    errors = await driver.submit_view(
-        "U1", form, {"Engine": "prod", "schedule": "bad", "Retention": 7}
-    )
+    values = {"Engine": "prod", "schedule": "bad", "Retention": 7}
+    errors = await driver.submit_view("U1", form, values)
     assert errors.json() == {
         "response_action": "errors",
         "errors": {"schedule": "not a cron expression"},
     }
+    assert driver.current_view("U1") == form  # errors leave the modal as it was
 
-    updated = await driver.submit_view(
-        "U1",
-        form,
-        {
-            "Engine": "staging",
-            "Retention days": "7",
-            "Quiet time": "02:30",
-            "Options": ["Dry run"],
-            "reason": "INC-42",
-        },
-    )
+    values = {
+        "Engine": "staging",
+        "Retention days": "7",
+        "Quiet time": "02:30",
+        "Options": ["Dry run"],
+        "engine_search": "eng-7",
+        "reason": "INC-42",
+    }
+    updated = await driver.submit_view("U1", form, values)
     assert updated.json()["response_action"] == "update"
-    values = seen[-1]["view"]["state"]["values"]
-    assert values["engine"]["engine"]["selected_option"]["value"] == "eng-2"
-    assert values["schedule"]["cron"] == {"type": "plain_text_input", "value": "0 2 * * *"}
-    assert values["reserve"]["days"] == {"type": "number_input", "value": "7"}
-    assert values["when"]["time"]["selected_time"] == "02:30"
-    assert [o["value"] for o in values["flags"]["flags"]["selected_options"]] == ["dry"]
+    state = seen[-1]["view"]["state"]["values"]
+    assert state["engine"]["engine"]["selected_option"]["value"] == "eng-2"
+    assert state["schedule"]["cron"] == {"type": "plain_text_input", "value": "0 2 * * *"}
+    assert state["reserve"]["days"] == {"type": "number_input", "value": "7"}
+    assert state["when"]["time"]["selected_time"] == "02:30"
+    assert [o["value"] for o in state["flags"]["flags"]["selected_options"]] == ["dry"]
+    assert state["search"]["engine_search"]["selected_option"]["value"] == "eng-7"
+    assert state["reason"]["reason"]["value"] == "INC-42"
 
     confirm = driver.current_view("U1")
     assert confirm is not None and confirm["id"] == form["id"]
     assert "Looks good" in text_of(confirm)
-    done = await driver.submit_view("U1", confirm)
+    done = await driver.submit_view("U1", confirm)  # as it stands: no inputs
     assert done.status_code == 200 and seen[-1]["view"]["callback_id"] == "confirm"
-    assert driver.current_view("U1") is None
+    assert driver.current_view("U1") is None  # an empty ack closes the modal
 
 
-async def test_client_refuses_what_slack_would_not_send(bolt: tuple[SlackDriver, list]) -> None:
+async def test_client_refuses_what_slack_would_not_send(bolt: Bolt) -> None:
     driver, seen = bolt
     await driver.command("U1", "C1", "modal")
-    form = driver.current_view("U1")
-    assert form is not None
+    form = await driver.wait_for_view("U1")
     with pytest.raises(ClientRefused, match="Engine"):
         await driver.submit_view("U1", form, {"Retention days": "7"})
     with pytest.raises(ClientRefused, match="max_length"):
-        await driver.submit_view(
-            "U1", form, {"Engine": "prod", "Retention days": "7", "Reason": "x" * 21}
-        )
+        too_long = {"Engine": "prod", "Retention days": "7", "Reason": "x" * 21}
+        await driver.submit_view("U1", form, too_long)
+    with pytest.raises(ClientRefused, match="whole numbers"):
+        await driver.submit_view("U1", form, {"Engine": "prod", "Retention days": "1.5"})
     with pytest.raises(ClientRefused, match="no option"):
         await driver.submit_view("U1", form, {"Engine": "dev", "Retention days": "7"})
     with pytest.raises(KeyError):
@@ -676,24 +710,43 @@ async def test_client_refuses_what_slack_would_not_send(bolt: tuple[SlackDriver,
     assert len(seen) == 1  # only the command reached the app
 
 
-async def test_click_in_channel_message(bolt: tuple[SlackDriver, list]) -> None:
+async def test_click_in_channel_message(bolt: Bolt) -> None:
     driver, seen = bolt
     await driver.command("U1", "C1", "")
+    request = await driver.wait_for_message("Request r1", channel="C1")
+
     await driver.click("U2", "approve")
     body = seen[-1]
     assert body["type"] == "block_actions"
     assert body["user"]["id"] == "U2"
-    assert body["actions"][0]["action_id"] == "approve"
-    assert body["actions"][0]["value"] == "r1"
-    assert body["container"]["type"] == "message" and body["channel"]["id"] == "C1"
-    message = driver.find_message("Approved by U2", channel="C1")
-    assert message.blocks == []
-    assert seen[-1]["message"]["ts"] == message.ts
+    assert body["actions"][0] | {"action_ts": ""} == {
+        "type": "button",
+        "action_id": "approve",
+        "block_id": request.blocks[1]["block_id"],
+        "text": plain("Approve"),
+        "value": "r1",
+        "action_ts": "",
+    }
+    assert body["container"] == {
+        "type": "message",
+        "message_ts": request.ts,
+        "channel_id": "C1",
+        "is_ephemeral": False,
+    }
+    assert body["message"]["ts"] == request.ts and body["channel"]["id"] == "C1"
+    approved = await driver.wait_for_message("Approved by U2", channel="C1")
+    assert approved.ts == request.ts and approved.blocks == []
+    await driver.fake.async_wait_for("chat.postMessage", lambda c: "thread_ts" in c.args)
+    assert [m.text for m in driver.fake.replies("C1", request.ts)] == ["thread reply"]
 
 
-async def test_command_ack_shows_ephemeral_and_respond_replaces_it(
-    bolt: tuple[SlackDriver, list],
-) -> None:
+async def test_click_without_a_button_fails_clearly(bolt: Bolt) -> None:
+    driver, _ = bolt
+    with pytest.raises(AssertionError, match="no button 'Approve'"):
+        await driver.click("U1", "Approve")
+
+
+async def test_command_ack_shows_ephemeral_and_respond_replaces_it(bolt: Bolt) -> None:
     driver, seen = bolt
     await driver.command("U1", "C1", "confirm")
     shown = driver.find_ephemeral("U1", "Check this")
@@ -702,18 +755,61 @@ async def test_command_ack_shows_ephemeral_and_respond_replaces_it(
     await driver.click("U1", "Request approval")
     body = seen[-1]
     assert body["container"]["is_ephemeral"] is True and "message" not in body
-    await driver.fake.async_wait_for("response_url")
-    assert driver.fake.ephemerals(user="U1")[-1].text == "Requested"
+    replaced = await driver.wait_for_ephemeral("U1", "Requested")
+    assert replaced.ts == shown.ts and [old.text for old in replaced.history] == ["Check this"]
 
 
-async def test_respond_after_ack_lands_as_ephemeral(bolt: tuple[SlackDriver, list]) -> None:
+async def test_respond_after_ack_lands_as_ephemeral(bolt: Bolt) -> None:
     driver, _ = bolt
     await driver.command("U1", "C1", "later")
-    await driver.fake.async_wait_for("response_url")
-    assert driver.find_ephemeral("U1", "answered later").via == "response_url"
+    shown = await driver.wait_for_ephemeral("U1", "answered later", channel="C1")
+    assert shown.via == "response_url"
 
 
-async def test_app_home_opened_event(bolt: tuple[SlackDriver, list]) -> None:
+async def test_button_in_modal_pushes_a_view(bolt: Bolt) -> None:
+    driver, seen = bolt
+    await driver.shortcut("U1", "open_form")
+    form = await driver.wait_for_view("U1")
+    assert seen[-1]["type"] == "shortcut"
+
+    await driver.click("U1", "Add note", view=form)
+    note = await driver.wait_for_view("U1")
+    assert seen[-1]["container"] == {"type": "view", "view_id": form["id"]}
+    assert seen[-1]["view"]["state"]["values"]["schedule"]["cron"]["value"] == "0 2 * * *"
+    assert text_of(note["title"]) == "Note"
+    assert [v["id"] for v in driver.fake.view_stack("U1")] == [form["id"], note["id"]]
+
+
+async def test_select_in_modal_updates_it(bolt: Bolt) -> None:
+    driver, seen = bolt
+    await driver.command("U1", "C1", "modal")
+    form = await driver.wait_for_view("U1")
+    await driver.select("U1", "preset", "Hourly")
+    action = seen[-1]["actions"][0]
+    assert action["type"] == "static_select"
+    assert action["selected_option"]["value"] == "0 * * * *"
+    updated = await driver.wait_for_view("U1")
+    assert updated["id"] == form["id"] and text_of(updated["title"]) == "Preset set"
+    assert driver.fake.calls_to("views.update")[0].ok  # the hash from the payload was current
+
+
+async def test_options_and_view_closed(bolt: Bolt) -> None:
+    driver, seen = bolt
+    await driver.command("U1", "C1", "modal")
+    form = await driver.wait_for_view("U1")
+    response = await driver.options("U1", form, "engine_search", "pro")
+    assert seen[-1]["type"] == "block_suggestion" and seen[-1]["block_id"] == "search"
+    assert response.json()["options"][0]["text"]["text"] == "pro-1"
+
+    closed = await driver.close_view("U1", form)
+    assert closed is not None and closed.status_code == 200
+    assert seen[-1]["type"] == "view_closed"
+    assert not driver.fake.is_open(form["id"])
+    with pytest.raises(ClientRefused, match="not open"):
+        await driver.submit_view("U1", form, {"Engine": "prod"})
+
+
+async def test_app_home_opened_event_and_retries(bolt: Bolt) -> None:
     driver, seen = bolt
     response = await driver.app_home_opened("U1")
     assert response.status_code == 200
@@ -721,12 +817,17 @@ async def test_app_home_opened_event(bolt: tuple[SlackDriver, list]) -> None:
     assert seen[-1]["type"] == "app_home_opened"
     assert "Welcome home" in text_of(driver.fake.home("U1"))
 
+    event = {"type": "app_home_opened", "user": "U2", "channel": "D2", "tab": "home"}
+    await driver.event(event, event_id="Ev1", retry_num=1)
+    await driver.fake.async_wait_for("views.publish", lambda c: c.args["user_id"] == "U2")
+    assert seen[-1]["headers"]["x-slack-retry-num"] == ["1"]
+
 
 def test_state_values_keep_initial_values() -> None:
-    blocks = [dict(b) for b in FORM]
-    state = state_values(blocks, {"Engine": "eng-1", "Retention": 3})
+    state = state_values(FORM_BLOCKS, {"Engine": "eng-1", "Retention": 3})
     assert state["schedule"]["cron"]["value"] == "0 2 * * *"
     assert state["reason"]["reason"]["value"] is None
     assert state["flags"]["flags"]["selected_options"] == []
+    assert "tools" not in state  # an untouched select outside input blocks has no state
     with pytest.raises(ValueError, match="ambiguous"):
-        state_values(blocks, {"e": "x"})
+        state_values(FORM_BLOCKS, {"e": "x"})

@@ -33,12 +33,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 
 # ---------------------------------------------------------------------------------------------
 # Records handed to tests
@@ -77,27 +78,6 @@ class Message:
     @property
     def all_text(self) -> str:
         return text_of(self)
-
-    def as_payload(self, *, team_id: str, bot_user_id: str, bot_id: str, app_id: str) -> JSON:
-        """The message object as Slack puts it into `block_actions` payloads and API answers."""
-        payload: JSON = {
-            "type": "message",
-            "subtype": "bot_message",
-            "text": self.text,
-            "user": bot_user_id,
-            "bot_id": bot_id,
-            "app_id": app_id,
-            "team": team_id,
-            "ts": self.ts,
-            "blocks": copy.deepcopy(self.blocks),
-        }
-        if self.thread_ts:
-            payload["thread_ts"] = self.thread_ts
-        if self.metadata is not None:
-            payload["metadata"] = copy.deepcopy(self.metadata)
-        if self.history:
-            payload["edited"] = {"user": bot_user_id, "ts": self.ts}
-        return payload
 
 
 @dataclass(frozen=True)
@@ -830,6 +810,33 @@ class FakeSlack:
                 return call
         return None
 
+    def _not_seen(self, method: str) -> str:
+        seen = [f"{c.method}({'ok' if c.ok else c.response.get('error')})" for c in self._calls]
+        return f"no matching {method} call; calls so far: {seen}"
+
+    def wait_until(self, condition: Callable[[], T | None], timeout: float = 5.0) -> T | None:
+        """Wait for `condition()` to return something truthy and return it (None on timeout).
+
+        The condition runs under the fake's lock and is re-checked after every call it serves.
+        Blocks the calling thread: from async tests whose app runs in the same event loop use
+        `async_wait_until`, or the app can never make progress.
+        """
+        with self._changed:
+            return self._changed.wait_for(condition, timeout) or None
+
+    async def async_wait_until(
+        self, condition: Callable[[], T | None], timeout: float = 5.0
+    ) -> T | None:
+        """`wait_until` without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                found = condition()
+            if found or loop.time() >= deadline:
+                return found or None
+            await asyncio.sleep(0.01)
+
     def wait_for(
         self,
         method: str,
@@ -840,16 +847,14 @@ class FakeSlack:
     ) -> Call:
         """The first call of `method` (from index `since`) matching `predicate`, waiting for it.
 
-        Blocks the calling thread: from async tests whose app runs in the same event loop use
-        `async_wait_for`, or the app can never make the call.
+        Raises AssertionError, listing the calls seen, when none comes within `timeout`.
+        Blocking: see `wait_until`; async tests use `async_wait_for`.
         """
-        with self._changed:
-            found = self._changed.wait_for(
-                lambda: self._find_call(method, predicate, since), timeout
-            )
-            if found is None:
+        found = self.wait_until(lambda: self._find_call(method, predicate, since), timeout)
+        if found is None:
+            with self._lock:
                 raise AssertionError(self._not_seen(method))
-            return found
+        return found
 
     async def async_wait_for(
         self,
@@ -860,21 +865,13 @@ class FakeSlack:
         since: int = 0,
     ) -> Call:
         """`wait_for` without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        found = await self.async_wait_until(
+            lambda: self._find_call(method, predicate, since), timeout
+        )
+        if found is None:
             with self._lock:
-                found = self._find_call(method, predicate, since)
-            if found is not None:
-                return found
-            if loop.time() >= deadline:
-                with self._lock:
-                    raise AssertionError(self._not_seen(method))
-            await asyncio.sleep(0.01)
-
-    def _not_seen(self, method: str) -> str:
-        seen = [f"{c.method}({'ok' if c.ok else c.response.get('error')})" for c in self._calls]
-        return f"no matching {method} call; calls so far: {seen}"
+                raise AssertionError(self._not_seen(method))
+        return found
 
     def reset(self) -> None:
         """Forget calls, faults, messages, views and triggers; keep users, groups, channels."""
@@ -884,33 +881,51 @@ class FakeSlack:
     # -- what users see -------------------------------------------------------------------------
 
     def messages(
-        self, channel: str | None = None, *, include_deleted: bool = False
+        self,
+        channel: str | None = None,
+        *,
+        containing: str | None = None,
+        include_deleted: bool = False,
     ) -> list[Message]:
-        """Messages posted by the bot, oldest first (thread replies included)."""
+        """Messages posted by the bot, oldest first (thread replies included), optionally only
+        those whose visible text contains `containing` (case-insensitive)."""
         with self._lock:
             return [
                 m
                 for m in self._messages.values()
-                if (channel is None or m.channel == channel) and (include_deleted or not m.deleted)
+                if (channel is None or m.channel == channel)
+                and (include_deleted or not m.deleted)
+                and (containing is None or _norm(containing) in _norm(m.all_text))
             ]
 
     def message(self, channel: str, ts: str) -> Message:
+        """One message by channel and ts, as it stands now."""
         with self._lock:
             try:
                 return self._messages[(channel, ts)]
             except KeyError:
                 raise KeyError(f"no message {ts} in {channel}") from None
 
+    def replies(self, channel: str, thread_ts: str) -> list[Message]:
+        """The bot's replies in the thread under `thread_ts`, oldest first."""
+        return [m for m in self.messages(channel) if m.thread_ts == thread_ts and m.ts != thread_ts]
+
     def find_message(self, contains: str, channel: str | None = None) -> Message:
         """The newest message whose visible text contains `contains` (case-insensitive)."""
-        wanted = _norm(contains)
-        for message in reversed(self.messages(channel)):
-            if wanted in _norm(message.all_text):
-                return message
-        raise AssertionError(f"no message containing {contains!r} in {channel or 'any channel'}")
+        found = self.messages(channel, containing=contains)
+        if not found:
+            raise AssertionError(
+                f"no message containing {contains!r} in {channel or 'any channel'}"
+            )
+        return found[-1]
 
     def ephemerals(
-        self, user: str | None = None, channel: str | None = None, *, include_deleted: bool = False
+        self,
+        user: str | None = None,
+        channel: str | None = None,
+        *,
+        containing: str | None = None,
+        include_deleted: bool = False,
     ) -> list[Ephemeral]:
         """Ephemeral messages, oldest first, whichever way they were sent."""
         with self._lock:
@@ -920,6 +935,7 @@ class FakeSlack:
                 if (user is None or e.user == user)
                 and (channel is None or e.channel == channel)
                 and (include_deleted or not e.deleted)
+                and (containing is None or _norm(containing) in _norm(e.all_text))
             ]
 
     @property
@@ -990,11 +1006,16 @@ class FakeSlack:
         return f"{self.root_url}/hooks/{hook}"
 
     def show_ack(self, response_url: str, body: JSON) -> None:
-        """Show a slash command's acknowledgement body to the user, as Slack does."""
+        """Show a slash command's acknowledgement body to the user, as Slack does.
+
+        Raises AssertionError for a body Slack would refuse to show.
+        """
         hook = response_url.rsplit("/", 1)[-1]
         with self._lock:
-            target = self._response_urls[hook]
-            self._deliver_response(target, body, via="ack")
+            try:
+                self._deliver_response(self._response_urls[hook], body, via="ack")
+            except SlackError as exc:
+                raise AssertionError(f"Slack refuses the ack: {exc.error} {exc.problems}") from None
             self._changed.notify_all()
 
     def apply_view_response(self, view_id: str, body: JSON) -> None:
@@ -1131,7 +1152,7 @@ class FakeSlack:
             metadata=args.get("metadata") if isinstance(args.get("metadata"), dict) else None,
         )
         self._messages[(channel, message.ts)] = message
-        return {"channel": channel, "ts": message.ts, "message": self._payload(message)}
+        return {"channel": channel, "ts": message.ts, "message": self.message_payload(message)}
 
     def _chat_post_ephemeral(self, args: JSON) -> JSON:
         channel = self._channel_for_posting(args)
@@ -1166,7 +1187,12 @@ class FakeSlack:
         if not new.text and not new.blocks:
             raise SlackError("no_text")
         self._messages[(channel, ts)] = new
-        return {"channel": channel, "ts": ts, "text": new.text, "message": self._payload(new)}
+        return {
+            "channel": channel,
+            "ts": ts,
+            "text": new.text,
+            "message": self.message_payload(new),
+        }
 
     def _chat_delete(self, args: JSON) -> JSON:
         channel = self._existing_channel(_required(args, "channel", "channel_not_found"))
@@ -1381,17 +1407,26 @@ class FakeSlack:
         self._view_log.append(view_id)
         return copy.deepcopy(stored)
 
-    def _payload(self, message: Message) -> JSON:
-        return message.as_payload(
-            team_id=self.team_id,
-            bot_user_id=self.bot_user_id,
-            bot_id=self.bot_id,
-            app_id=self.app_id,
-        )
-
     def message_payload(self, message: Message) -> JSON:
-        """The `message` object Slack puts into a `block_actions` payload for this message."""
-        return self._payload(message)
+        """The message object as Slack returns it and puts it into `block_actions` payloads."""
+        payload: JSON = {
+            "type": "message",
+            "subtype": "bot_message",
+            "text": message.text,
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "app_id": self.app_id,
+            "team": self.team_id,
+            "ts": message.ts,
+            "blocks": copy.deepcopy(message.blocks),
+        }
+        if message.thread_ts:
+            payload["thread_ts"] = message.thread_ts
+        if message.metadata is not None:
+            payload["metadata"] = copy.deepcopy(message.metadata)
+        if message.history:
+            payload["edited"] = {"user": self.bot_user_id, "ts": message.ts}
+        return payload
 
     def _next_ts(self) -> str:
         self._ts_counter += 1

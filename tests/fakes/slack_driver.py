@@ -234,6 +234,9 @@ class SlackDriver:
         self.fake = fake
         self.verification_token = verification_token
         self.http = httpx.AsyncClient(timeout=timeout)
+        # The fake's call count when the driver last sent something: the waits below look
+        # only at what the app did after that.
+        self.mark = 0
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -264,8 +267,16 @@ class SlackDriver:
         """POST `body` with exactly `headers` (nothing signed): for forged or broken requests."""
         return await self.http.post(self.events_url, content=body, headers=dict(headers or {}))
 
-    async def _post(self, body: str, content_type: str) -> httpx.Response:
-        headers = {"Content-Type": content_type, "User-Agent": USER_AGENT, **self.sign(body)}
+    async def _post(
+        self, body: str, content_type: str, extra_headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        self.mark = self.fake.mark()
+        headers = {
+            "Content-Type": content_type,
+            "User-Agent": USER_AGENT,
+            **self.sign(body),
+            **(extra_headers or {}),
+        }
         return await self.http.post(self.events_url, content=body, headers=headers)
 
     async def post_form(self, fields: Mapping[str, str]) -> httpx.Response:
@@ -275,8 +286,10 @@ class SlackDriver:
         """An interactivity request: form-encoded `payload=<json>`."""
         return await self.post_form({"payload": json.dumps(payload)})
 
-    async def post_json(self, body: JSON) -> httpx.Response:
-        return await self._post(json.dumps(body), "application/json")
+    async def post_json(
+        self, body: JSON, extra_headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        return await self._post(json.dumps(body), "application/json", extra_headers)
 
     # -- common payload parts -------------------------------------------------------------------
 
@@ -543,15 +556,21 @@ class SlackDriver:
         }
         return await self.post_payload(payload)
 
-    async def event(self, event: JSON) -> httpx.Response:
-        """Deliver one Events API event inside Slack's `event_callback` envelope."""
+    async def event(
+        self, event: JSON, *, event_id: str | None = None, retry_num: int | None = None
+    ) -> httpx.Response:
+        """Deliver one Events API event inside Slack's `event_callback` envelope.
+
+        To imitate Slack's redelivery after a slow ack, send the same `event_id` again with
+        `retry_num` (adds `X-Slack-Retry-Num` and `X-Slack-Retry-Reason: http_timeout`).
+        """
         envelope = {
             "token": self.verification_token,
             "team_id": self.fake.team_id,
             "api_app_id": self.fake.app_id,
             "event": event,
             "type": "event_callback",
-            "event_id": "Ev" + secrets.token_hex(5).upper(),
+            "event_id": event_id or "Ev" + secrets.token_hex(5).upper(),
             "event_time": int(time.time()),
             "authorizations": [
                 {
@@ -565,7 +584,10 @@ class SlackDriver:
             "is_ext_shared_channel": False,
             "event_context": secrets.token_hex(8),
         }
-        return await self.post_json(envelope)
+        retry = {}
+        if retry_num is not None:
+            retry = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+        return await self.post_json(envelope, retry)
 
     async def app_home_opened(self, user: str) -> httpx.Response:
         """The user opens the app's Home tab."""
@@ -587,6 +609,10 @@ class SlackDriver:
         )
 
     # -- reading what users see -----------------------------------------------------------------
+    #
+    # With Bolt in HTTP mode the app acknowledges first and keeps working after the response,
+    # so what it posts or opens may arrive a moment after the driver's call returns: use the
+    # `wait_for_*` helpers rather than reading the fake straight away.
 
     def find_message(self, contains: str, channel: str | None = None) -> Message:
         """The newest bot message whose visible text contains `contains`."""
@@ -596,10 +622,48 @@ class SlackDriver:
         self, user: str, contains: str = "", channel: str | None = None
     ) -> Ephemeral:
         """The newest ephemeral shown to `user` whose visible text contains `contains`."""
-        for ephemeral in reversed(self.fake.ephemerals(user=user, channel=channel)):
-            if _norm(contains) in _norm(ephemeral.all_text):
-                return ephemeral
-        raise AssertionError(f"no ephemeral for {user} containing {contains!r}")
+        found = self.fake.ephemerals(user=user, channel=channel, containing=contains)
+        if not found:
+            raise AssertionError(f"no ephemeral for {user} containing {contains!r}")
+        return found[-1]
+
+    async def wait_for_message(
+        self, contains: str, channel: str | None = None, timeout: float = 5.0
+    ) -> Message:
+        """The newest bot message containing `contains`, waiting for one to appear."""
+        await self.fake.async_wait_until(
+            lambda: self.fake.messages(channel, containing=contains), timeout
+        )
+        return self.find_message(contains, channel)
+
+    async def wait_for_ephemeral(
+        self, user: str, contains: str = "", channel: str | None = None, timeout: float = 5.0
+    ) -> Ephemeral:
+        """The newest ephemeral for `user` containing `contains`, waiting for one to appear."""
+        await self.fake.async_wait_until(
+            lambda: self.fake.ephemerals(user=user, channel=channel, containing=contains), timeout
+        )
+        return self.find_ephemeral(user, contains, channel)
+
+    async def wait_for_view(self, user: str, timeout: float = 5.0) -> JSON:
+        """`user`'s top modal once the app has opened, pushed or updated one of theirs through
+        the API since the driver's last request (a `response_action` applies at once)."""
+
+        def changed() -> bool:
+            return any(
+                call.method in ("views.open", "views.push", "views.update")
+                and call.ok
+                and self.fake.view_user(call.response["view"]["id"]) == user
+                for call in self.fake.calls[self.mark :]
+            )
+
+        if not await self.fake.async_wait_until(changed, timeout):
+            calls = [c.method for c in self.fake.calls[self.mark :]]
+            raise AssertionError(f"the app opened no modal for {user}; calls since: {calls}")
+        current = self.current_view(user)
+        if current is None:
+            raise AssertionError(f"{user} has no open modal")
+        return current
 
 
 def _json_or_empty(response: httpx.Response) -> JSON:
