@@ -328,6 +328,39 @@ async def test_ephemerals_and_permalink(fake: FakeSlack, client: AsyncWebClient)
     assert posted["ts"].replace(".", "") in link["permalink"]
 
 
+async def test_delete_dm_and_ephemeral_refusals(fake: FakeSlack, client: AsyncWebClient) -> None:
+    posted = await client.chat_postMessage(channel="C1", text="bye")
+    await client.chat_delete(channel="C1", ts=posted["ts"])
+    assert fake.messages("C1") == []
+    assert fake.messages("C1", include_deleted=True)[0].deleted
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_delete(channel="C1", ts=posted["ts"])
+    assert err.value.response["error"] == "message_not_found"
+
+    dm = await client.chat_postMessage(channel="U1", text="direct")
+    assert dm["channel"] == "D1" and fake.messages("D1")[0].text == "direct"
+
+    fake.not_in_channel.add("C9")
+    with pytest.raises(SlackApiError) as err:
+        await client.chat_postEphemeral(channel="C9", user="U1", text="x")
+    assert err.value.response["error"] == "not_in_channel"
+
+
+def test_late_ack_update_does_not_undo_a_later_api_update(fake: FakeSlack) -> None:
+    client = WebClient(base_url=fake.url, token=TOKEN)
+    opened = client.views_open(trigger_id=fake.issue_trigger_id("U1"), view=modal("Form"))["view"]
+    client.views_update(view_id=opened["id"], view=modal("Sent"))  # the app, after its ack
+    ack = {"response_action": "update", "view": modal("Confirm")}
+    fake.apply_view_response(opened["id"], ack, submitted_hash=opened["hash"])
+    assert text_of(fake.view(opened["id"])["title"]) == "Sent"
+
+    current = fake.view(opened["id"])
+    fake.apply_view_response(opened["id"], ack, submitted_hash=current["hash"])
+    assert text_of(fake.view(opened["id"])["title"]) == "Confirm"
+    with pytest.raises(AssertionError, match="keys must be input block ids"):
+        fake.apply_view_response(opened["id"], {"response_action": "errors", "errors": {"x": "y"}})
+
+
 async def test_form_encoded_blocks_are_parsed(fake: FakeSlack, client: AsyncWebClient) -> None:
     blocks = json.dumps([section("from a form")])
     await client.api_call("chat.postMessage", data={"channel": "C1", "blocks": blocks})
@@ -511,6 +544,9 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
         elif text == "later":
             await ack()
             await respond(text="answered later")
+        elif text == "both":
+            await ack(text="Working on it")
+            await respond(text="Done")
         else:
             await ack()
             actions = {
@@ -764,6 +800,14 @@ async def test_respond_after_ack_lands_as_ephemeral(bolt: Bolt) -> None:
     await driver.command("U1", "C1", "later")
     shown = await driver.wait_for_ephemeral("U1", "answered later", channel="C1")
     assert shown.via == "response_url"
+
+
+async def test_ack_body_comes_before_later_responses(bolt: Bolt) -> None:
+    driver, _ = bolt
+    await driver.command("U1", "C1", "both")
+    await driver.wait_for_ephemeral("U1", "Done")
+    shown = driver.fake.ephemerals(user="U1")
+    assert [(e.text, e.via) for e in shown] == [("Working on it", "ack"), ("Done", "response_url")]
 
 
 async def test_button_in_modal_pushes_a_view(bolt: Bolt) -> None:

@@ -135,6 +135,7 @@ class _ResponseTarget:
     user: str
     channel: str | None
     source: tuple[Literal["message", "ephemeral"], str, str] | None  # kind, channel, ts
+    ack_ts: str  # reserved when issued, so an ack body sorts before later responses
     uses: int = 0
 
 
@@ -890,13 +891,14 @@ class FakeSlack:
         """Messages posted by the bot, oldest first (thread replies included), optionally only
         those whose visible text contains `containing` (case-insensitive)."""
         with self._lock:
-            return [
+            found = [
                 m
                 for m in self._messages.values()
                 if (channel is None or m.channel == channel)
                 and (include_deleted or not m.deleted)
                 and (containing is None or _norm(containing) in _norm(m.all_text))
             ]
+            return sorted(found, key=lambda m: _ts_key(m.ts))
 
     def message(self, channel: str, ts: str) -> Message:
         """One message by channel and ts, as it stands now."""
@@ -929,7 +931,7 @@ class FakeSlack:
     ) -> list[Ephemeral]:
         """Ephemeral messages, oldest first, whichever way they were sent."""
         with self._lock:
-            return [
+            found = [
                 e
                 for e in self._ephemerals.values()
                 if (user is None or e.user == user)
@@ -937,6 +939,7 @@ class FakeSlack:
                 and (include_deleted or not e.deleted)
                 and (containing is None or _norm(containing) in _norm(e.all_text))
             ]
+            return sorted(found, key=lambda e: _ts_key(e.ts))
 
     @property
     def views_by_id(self) -> dict[str, JSON]:
@@ -1002,7 +1005,7 @@ class FakeSlack:
         """A `response_url` served by this fake; `source` is the (kind, channel, ts) it answers."""
         hook = secrets.token_hex(12)
         with self._lock:
-            self._response_urls[hook] = _ResponseTarget(user, channel, source)
+            self._response_urls[hook] = _ResponseTarget(user, channel, source, self._next_ts())
         return f"{self.root_url}/hooks/{hook}"
 
     def show_ack(self, response_url: str, body: JSON) -> None:
@@ -1018,8 +1021,14 @@ class FakeSlack:
                 raise AssertionError(f"Slack refuses the ack: {exc.error} {exc.problems}") from None
             self._changed.notify_all()
 
-    def apply_view_response(self, view_id: str, body: JSON) -> None:
+    def apply_view_response(
+        self, view_id: str, body: JSON, submitted_hash: str | None = None
+    ) -> None:
         """Apply a `view_submission` acknowledgement (`response_action`) to the user's modals.
+
+        Slack applies the ack before anything the app does after acknowledging; here the app's
+        later `views.update` may land first. So when the view's hash is no longer
+        `submitted_hash`, that later update is kept and the ack's `update` is not re-applied.
 
         Raises AssertionError for a response Slack would refuse (the user would see "We had
         some trouble connecting").
@@ -1035,7 +1044,9 @@ class FakeSlack:
                         f"Slack refuses the {action} view: {arg_problems + blk_problems}"
                     )
                 if action == "update":
-                    self._store_view(view_id, body["view"], user)
+                    changed_since = submitted_hash not in (None, self._views[view_id]["hash"])
+                    if not changed_since:
+                        self._store_view(view_id, body["view"], user)
                 else:
                     if len(stack) >= 3:
                         raise AssertionError("Slack refuses push: push_limit_reached")
@@ -1096,7 +1107,10 @@ class FakeSlack:
             if reply is None:
                 reply = self._run_method(method, args, token)
             assert isinstance(reply.body, dict)
-            self._calls.append(Call(method, args, token, reply.status, reply.body, content_type))
+            recorded = copy.deepcopy(args)
+            self._calls.append(
+                Call(method, recorded, token, reply.status, reply.body, content_type)
+            )
             self._changed.notify_all()
             return reply
 
@@ -1177,13 +1191,13 @@ class FakeSlack:
         if old is None or old.deleted:
             raise SlackError("message_not_found")
         text, blocks = self._message_content(args, required=False)
-        new = replace(
+        new = _revised(
             old,
-            text=old.text if text is None else text,
-            blocks=old.blocks if blocks is None else blocks,  # Slack keeps omitted blocks
-            metadata=args["metadata"] if isinstance(args.get("metadata"), dict) else old.metadata,
-            history=(*old.history, replace(old, history=())),
+            old.text if text is None else text,
+            old.blocks if blocks is None else blocks,  # Slack keeps omitted blocks
         )
+        if isinstance(args.get("metadata"), dict):
+            new = replace(new, metadata=args["metadata"])
         if not new.text and not new.blocks:
             raise SlackError("no_text")
         self._messages[(channel, ts)] = new
@@ -1477,25 +1491,15 @@ class FakeSlack:
         if body.get("replace_original") and source is not None:
             kind, channel, ts = source
             if kind == "message":
-                old = self._messages[(channel, ts)]
-                self._messages[(channel, ts)] = replace(
-                    old,
-                    text=text or "",
-                    blocks=blocks or [],
-                    history=(*old.history, replace(old, history=())),
+                self._messages[(channel, ts)] = _revised(
+                    self._messages[(channel, ts)], text or "", blocks or []
                 )
             else:
-                eph = self._ephemerals[ts]
-                self._ephemerals[ts] = replace(
-                    eph,
-                    text=text or "",
-                    blocks=blocks or [],
-                    history=(*eph.history, replace(eph, history=())),
-                )
+                self._ephemerals[ts] = _revised(self._ephemerals[ts], text or "", blocks or [])
             return
         channel = target.channel or "D" + target.user[1:]
         thread_ts = _opt_str(body.get("thread_ts"))
-        ts = self._next_ts()
+        ts = target.ack_ts if via == "ack" else self._next_ts()
         if body.get("response_type") == "in_channel":
             self._messages[(channel, ts)] = Message(
                 channel, ts, text or "", blocks or [], thread_ts=thread_ts
@@ -1544,6 +1548,18 @@ async def _read_args(request: web.Request) -> tuple[JSON, str | None]:
             with contextlib.suppress(ValueError):
                 args[key] = json.loads(args[key])
     return args, token
+
+
+_Shown = TypeVar("_Shown", Message, Ephemeral)
+
+
+def _revised(old: _Shown, text: str, blocks: list[JSON]) -> _Shown:
+    """`old` with new content, keeping its earlier versions in `history`."""
+    return replace(old, text=text, blocks=blocks, history=(*old.history, replace(old, history=())))
+
+
+def _ts_key(ts: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in ts.split("."))
 
 
 def _with_ids(blocks: list[JSON]) -> list[JSON]:

@@ -265,6 +265,7 @@ class SlackDriver:
         self, body: str | bytes, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
         """POST `body` with exactly `headers` (nothing signed): for forged or broken requests."""
+        self.mark = self.fake.mark()
         return await self.http.post(self.events_url, content=body, headers=dict(headers or {}))
 
     async def _post(
@@ -381,7 +382,7 @@ class SlackDriver:
         response = await self.post_payload(payload)
         if response.status_code == 200:
             body = _json_or_empty(response)
-            self.fake.apply_view_response(current["id"], body)
+            self.fake.apply_view_response(current["id"], body, current["hash"])
         return response
 
     async def close_view(self, user: str, view: JSON | str) -> httpx.Response | None:
