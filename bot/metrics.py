@@ -1,0 +1,97 @@
+"""Prometheus metrics, served on GET /metrics. Labels stay low-cardinality: kinds, outcomes,
+method names and Slack error codes, never user ids, channel ids or request ids."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+process_collector.ProcessCollector(registry=REGISTRY)
+platform_collector.PlatformCollector(registry=REGISTRY)
+gc_collector.GCCollector(registry=REGISTRY)
+
+INTERACTIONS = Counter(
+    "cse_backup_interactions_total",
+    "Slack interactions handled, by kind (command, view, action, options, event) and outcome.",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+REQUESTS = Counter(
+    "cse_backup_requests_total",
+    "Backup policy requests by what happened to them (submitted, created, failed, unknown, "
+    "rejected, cancelled, expired).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+APPROVALS = Counter(
+    "cse_backup_approvals_total",
+    "Approve clicks by outcome (claimed, recorded, refused, lost_race, break_glass).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CSE_LATENCY = Histogram(
+    "cse_backup_cse_call_seconds",
+    "CSE API call latency by operation.",
+    ["operation"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+CSE_STATUS = Counter(
+    "cse_backup_cse_responses_total",
+    "CSE API answers by operation and HTTP status (`none` when no answer came).",
+    ["operation", "status"],
+    registry=REGISTRY,
+)
+ACK_LATENCY = Histogram(
+    "cse_backup_slack_ack_seconds",
+    "Time from receiving a Slack request to answering it, by kind.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+    registry=REGISTRY,
+)
+PENDING = Gauge(
+    "cse_backup_pending_requests",
+    "Requests waiting for approval (as last seen by the expiry task).",
+    registry=REGISTRY,
+)
+REDIS_ERRORS = Counter(
+    "cse_backup_redis_errors_total",
+    "Operations that failed because the request store (Redis) did not answer.",
+    registry=REGISTRY,
+)
+SLACK_API_ERRORS = Counter(
+    "cse_backup_slack_api_errors_total",
+    "Slack Web API calls that failed, by method and Slack error code.",
+    ["method", "error"],
+    registry=REGISTRY,
+)
+UNHANDLED = Counter(
+    "cse_backup_unhandled_errors_total",
+    "Errors shown to users as 'Something went wrong, reference <id>'.",
+    registry=REGISTRY,
+)
+
+
+def observe_cse_call(operation: str, status: int | None, seconds: float) -> None:
+    """The CseClient's `on_call` hook."""
+    CSE_LATENCY.labels(operation).observe(seconds)
+    CSE_STATUS.labels(operation, str(status) if status is not None else "none").inc()
+
+
+def slack_error(method: str, error: str) -> None:
+    # Slack error codes are a short fixed vocabulary; cap the length anyway.
+    SLACK_API_ERRORS.labels(method[:40], (error or "unknown")[:40]).inc()
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

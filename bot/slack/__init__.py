@@ -1,0 +1,1 @@
+"""The Slack surface: listeners (one module per interaction kind), Block Kit builders, ids."""

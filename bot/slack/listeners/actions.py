@@ -1,0 +1,125 @@
+"""Button clicks: the quick-path confirmation, the approval message, the failure message.
+
+Who clicked is always `body["user"]["id"]`; a button's value only says which request or draft.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.flow import NeedsBreakGlassReason
+from bot.slack.ids import Action, Callback
+from bot.slack.messages import outcome_line, text_message
+from bot.slack.reply import delete_source, ephemeral, replace_source
+from bot.slack.services import Services
+from bot.slack.views import reason_view
+
+
+def _clicked(body: dict[str, Any]) -> tuple[str, str]:
+    """(user id, the clicked button's value)."""
+    action = (body.get("actions") or [{}])[0]
+    return str(body["user"]["id"]), str(action.get("value") or "")
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    flow = services.flow
+
+    @app.action(Action.REQUEST_APPROVAL)
+    async def on_request_approval(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        user, draft_id = _clicked(body)
+        draft = await flow.get_draft(draft_id)
+        request = await flow.submit(draft, user)
+        where = services.settings.approval_channel or request.channel
+        await replace_source(
+            body,
+            text_message(
+                f"Request `{request.id}` sent for approval in <#{where}>; nothing is sent to "
+                "CSE before a second engineer approves."
+            ),
+        )
+        await flow.announce(request)
+
+    @app.action(Action.EDIT_DRAFT)
+    async def on_edit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        _, draft_id = _clicked(body)
+        draft = await flow.get_draft(draft_id)
+        view = services.form_from(draft)
+        if body.get("view") and body["view"].get("id"):  # from the modal's confirmation step
+            await client.views_update(view_id=body["view"]["id"], view=view)
+        else:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @app.action(Action.DISCARD_DRAFT)
+    async def on_discard(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        _, draft_id = _clicked(body)
+        await flow.store.delete_draft(draft_id)
+        if not await replace_source(body, text_message("Cancelled: nothing was stored or sent.")):
+            await delete_source(body)
+
+    @app.action(Action.APPROVE)
+    async def on_approve(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, request_id = _clicked(body)
+        try:
+            await flow.approve(request_id, user)
+        except NeedsBreakGlassReason as need:
+            await client.views_open(
+                trigger_id=body["trigger_id"],
+                view=reason_view(
+                    need.request,
+                    callback=Callback.BREAK_GLASS,
+                    title="Break glass",
+                    submit="Approve",
+                    intro=(
+                        ":rotating_light: You are approving *your own* request. As a break-glass "
+                        "user you may, with a reason; it is announced in the channel."
+                    ),
+                    required=True,
+                ),
+            )
+
+    @app.action(Action.REJECT)
+    async def on_reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, request_id = _clicked(body)
+        request = await flow.check_reject(request_id, user)
+        required = services.settings.require_reason
+        await client.views_open(
+            trigger_id=body["trigger_id"],
+            view=reason_view(
+                request,
+                callback=Callback.REJECT,
+                title="Reject request",
+                submit="Reject",
+                intro=f"Reject backup policy request `{request.id}`?",
+                required=required,
+            ),
+        )
+
+    @app.action(Action.CANCEL_REQUEST)
+    async def on_cancel(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        user, request_id = _clicked(body)
+        request = await flow.cancel(request_id, user)
+        await ephemeral(body, client, text_message(outcome_line(request)))
+
+    @app.action(Action.EDIT_AND_RESUBMIT)
+    async def on_resubmit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        _, request_id = _clicked(body)
+        request = await flow.get(request_id)
+        await client.views_open(trigger_id=body["trigger_id"], view=services.form_from(request))
+
+    # Inputs inside the form (a select changing, say) need nothing but an ack.
+    @app.action(Action.ENGINE)
+    async def on_input(ack: AsyncAck) -> None:
+        await ack()

@@ -1,0 +1,208 @@
+"""`/cse-backup` and its sub-commands (CONTRACT §4). Every path acks first, then works."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.approval import decide_create
+from bot.core.requests import Draft, new_draft_id, normalise_request_id
+from bot.core.schedule import ScheduleError, preview
+from bot.slack.command_text import Command, parse_quick_args, split_command
+from bot.slack.engines import EngineChoice, EngineRefused
+from bot.slack.errors import UserError
+from bot.slack.form import LABELS, Field, FormInput, validate
+from bot.slack.messages import (
+    HistoryLine,
+    confirmation_message,
+    list_message,
+    preview_message,
+    problems_message,
+    status_reply,
+    text_message,
+)
+from bot.slack.reply import ephemeral
+from bot.slack.services import Services
+
+USAGE = """*`/cse-backup`*: Huawei CSE microservice backup policies, approved by a second engineer.
+• `/cse-backup create`: open the form
+• `/cse-backup create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="INC-42"`: \
+the quick path (any order; missing values open the form prefilled)
+• `/cse-backup preview 0 2 * * *`: what a schedule means and when it runs next (nothing is stored)
+• `/cse-backup list`: pending and recent requests of this channel
+• `/cse-backup status bkp-7k3m9q`: one request and its history
+• `/cse-backup cancel bkp-7k3m9q`: withdraw your pending request
+• `/cse-backup help`: this text"""
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    # The command's name comes from the app manifest; every command sent to this app is ours.
+    @app.command(re.compile(r"^/.+"))
+    async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        command = split_command(str(body.get("text") or ""))
+        handler = _VERBS.get(command.verb, _usage)
+        await handler(services, command, body, client)
+
+
+async def _reply(body: dict[str, Any], client: AsyncWebClient, text: str) -> None:
+    await ephemeral(body, client, text_message(text))
+
+
+async def _check_channel(services: Services, body: dict[str, Any]) -> None:
+    allowed = services.settings.allowed_channels
+    if allowed and body.get("channel_id") not in allowed:
+        where = ", ".join(f"<#{c}>" for c in allowed)
+        raise UserError(f"`/cse-backup` works only in {where}.")
+
+
+async def _usage(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    del services
+    prefix = ""
+    if command.verb and command.verb != "help":
+        shown = command.verb[:30].replace("`", "ˋ")
+        prefix = f"I do not know `{_safe(shown)}`.\n"
+    await _reply(body, client, prefix + USAGE)
+
+
+def _safe(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+async def _create(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    await _check_channel(services, body)
+    user, channel = str(body["user_id"]), str(body["channel_id"])
+    groups = await services.flow.groups_of(user)
+    decision = decide_create(services.flow.policy, user, groups, channel)
+    if not decision.allowed:
+        raise UserError(decision.message)
+    args = parse_quick_args(command.rest)
+    if args.empty:
+        await client.views_open(trigger_id=body["trigger_id"], view=services.form(channel))
+        return
+    given = FormInput(**args.values)
+    now = services.clock()
+    result = await validate(
+        given,
+        catalog=services.catalog,
+        zone=services.settings.zone,
+        now=now,
+        require_reason=services.settings.require_reason,
+    )
+    missing_ok = {f for f in Field if getattr(given, f.value) is None}
+    bad = {f: e for f, e in result.errors.items() if f not in missing_ok}
+    if args.problems or bad:
+        problems = list(args.problems) + [f"{LABELS[f]} ({f.value}): {e}" for f, e in bad.items()]
+        await ephemeral(body, client, problems_message("*Nothing was stored or sent:*", problems))
+        return
+    if result.values is None:  # only missing values: the form, prefilled with what was given
+        engine = await _engine_choice(services, given.engine)
+        await client.views_open(
+            trigger_id=body["trigger_id"], view=services.form(channel, given, engine)
+        )
+        return
+    values = result.values
+    draft = Draft(
+        id=new_draft_id(),
+        user=user,
+        channel=channel,
+        engine_id=values.engine.id,
+        engine_name=values.engine.name,
+        schedule=values.schedule,
+        reserve=values.reserve,
+        max_files=values.max_files,
+        reason=values.reason,
+        created_at=now,
+    )
+    await services.flow.save_draft(draft)
+    zone = await services.directory.user_zone(user)
+    await ephemeral(body, client, confirmation_message(draft, values.preview, zone))
+
+
+async def _engine_choice(services: Services, text: str | None) -> EngineChoice | None:
+    if not text:
+        return None
+    try:
+        return await services.catalog.resolve(text)
+    except EngineRefused:
+        return None
+
+
+async def _preview(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    await _check_channel(services, body)
+    if not command.rest:
+        raise UserError("Give a cron expression: `/cse-backup preview 0 2 * * *`.")
+    try:
+        result = preview(command.rest, zone=services.settings.zone, after=services.clock())
+    except ScheduleError as exc:
+        raise UserError(f"Not a schedule I accept: {_safe(str(exc))}") from None
+    zone = await services.directory.user_zone(str(body["user_id"]))
+    await ephemeral(body, client, preview_message(result, zone))
+
+
+async def _list(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    del command
+    await _check_channel(services, body)
+    requests = await services.flow.store.list_channel(str(body["channel_id"]), limit=30)
+    pending = [r for r in requests if not r.terminal and r.state.value == "pending"]
+    recent = [r for r in requests if r not in pending][:10]
+    await ephemeral(body, client, list_message(pending, recent))
+
+
+def _request_id(command: Command, verb: str) -> str:
+    request_id = normalise_request_id(command.rest)
+    if request_id is None:
+        raise UserError(
+            f"Give a request id, e.g. `/cse-backup {verb} bkp-7k3m9q` "
+            "(`/cse-backup list` shows them)."
+        )
+    return request_id
+
+
+async def _status(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    await _check_channel(services, body)
+    request = await services.flow.get(_request_id(command, "status"))
+    entries = await services.flow.store.audit(request.id)
+    history = [
+        HistoryLine(
+            at=e.at,
+            actor=e.actor,
+            before=e.from_state.value if e.from_state else "",
+            after=e.to_state.value,
+            note=e.note,
+        )
+        for e in entries
+    ]
+    await ephemeral(body, client, status_reply(request, history))
+
+
+async def _cancel(
+    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    await _check_channel(services, body)
+    request = await services.flow.cancel(_request_id(command, "cancel"), str(body["user_id"]))
+    await _reply(body, client, f"Request `{request.id}` is cancelled; nothing was sent to CSE.")
+
+
+_VERBS = {
+    "create": _create,
+    "new": _create,
+    "preview": _preview,
+    "list": _list,
+    "status": _status,
+    "cancel": _cancel,
+}

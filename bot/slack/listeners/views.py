@@ -1,0 +1,127 @@
+"""Modal submissions: the form, its confirmation, the reject and break-glass reasons.
+
+Whatever can fail in a way the person must see in the modal (bad values, the store down, a
+refusal) happens before `ack`, so the error handler can still answer in the modal itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.core.approval import decide_create
+from bot.core.requests import Draft, new_draft_id
+from bot.flow import PostFailed
+from bot.slack.errors import FieldErrors
+from bot.slack.form import FormInput, validate
+from bot.slack.ids import Block, Callback
+from bot.slack.messages import text_message
+from bot.slack.reply import ephemeral
+from bot.slack.services import Services
+from bot.slack.views import ViewMeta, confirm_view, notice_view, submitted_values
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    @app.view(Callback.FORM)
+    async def on_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str(body["user"]["id"])
+        meta = ViewMeta.load(view.get("private_metadata"))
+        values = submitted_values(view)
+        now = services.clock()
+        result = await validate(
+            FormInput(
+                engine=values.get(Block.ENGINE),
+                schedule=values.get(Block.SCHEDULE),
+                reserve=values.get(Block.RESERVE),
+                max_files=values.get(Block.MAX_FILES),
+                reason=values.get(Block.REASON),
+            ),
+            catalog=services.catalog,
+            zone=services.settings.zone,
+            now=now,
+            require_reason=services.settings.require_reason,
+        )
+        errors = {Block(f.value).value: e for f, e in result.errors.items()}
+        channel = meta.channel or values.get(Block.CHANNEL)
+        if not meta.channel:  # opened from the shortcut: the channel was chosen in the form
+            if not channel:
+                errors[Block.CHANNEL.value] = "Choose the channel for the approval message."
+            else:
+                groups = await services.flow.groups_of(user)
+                decision = decide_create(services.flow.policy, user, groups, channel)
+                if not decision.allowed:
+                    errors[Block.CHANNEL.value] = decision.message
+        if errors or result.values is None or not channel:
+            raise FieldErrors(errors)
+        form = result.values
+        draft = Draft(
+            id=new_draft_id(),
+            user=user,
+            channel=channel,
+            engine_id=form.engine.id,
+            engine_name=form.engine.name,
+            schedule=form.schedule,
+            reserve=form.reserve,
+            max_files=form.max_files,
+            reason=form.reason,
+            created_at=now,
+        )
+        await services.flow.save_draft(draft)
+        zone = await services.directory.user_zone(user)
+        await ack(response_action="update", view=confirm_view(draft, form.preview, zone))
+
+    @app.view(Callback.CONFIRM)
+    async def on_confirm(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        user = str(body["user"]["id"])
+        meta = ViewMeta.load(view.get("private_metadata"))
+        draft = await services.flow.get_draft(meta.draft or "")
+        request = await services.flow.submit(draft, user)
+        where = services.settings.approval_channel or request.channel
+        await ack(
+            response_action="update",
+            view=notice_view(
+                "Sent for approval",
+                f"Request `{request.id}` is waiting for a second engineer's approval in "
+                f"<#{where}>. Nothing is sent to CSE before that.",
+            ),
+        )
+        try:
+            await services.flow.announce(request)
+        except PostFailed as exc:
+            await client.views_update(
+                view_id=view["id"],
+                view=notice_view("Not sent", f"{exc}\nRequest `{request.id}` was withdrawn."),
+            )
+            await ephemeral(body, client, text_message(str(exc)), channel=request.channel)
+
+    @app.view(Callback.REJECT)
+    async def on_reject(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str(body["user"]["id"])
+        meta = ViewMeta.load(view.get("private_metadata"))
+        reason = (submitted_values(view).get(Block.DECISION_REASON) or "").strip()
+        if services.settings.require_reason and not reason:
+            raise FieldErrors({Block.DECISION_REASON.value: "Say why you reject it."})
+        await services.flow.check_reject(meta.request or "", user)
+        await ack(response_action="clear")
+        await services.flow.reject(meta.request or "", user, reason)
+
+    @app.view(Callback.BREAK_GLASS)
+    async def on_break_glass(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str(body["user"]["id"])
+        meta = ViewMeta.load(view.get("private_metadata"))
+        reason = (submitted_values(view).get(Block.DECISION_REASON) or "").strip()
+        if not reason:
+            raise FieldErrors(
+                {Block.DECISION_REASON.value: "A break-glass approval needs a reason."}
+            )
+        await ack(response_action="clear")
+        await services.flow.approve(meta.request or "", user, reason)
+
+    @app.view(Callback.NOTICE)
+    async def on_notice(ack: AsyncAck) -> None:
+        await ack()

@@ -1,0 +1,103 @@
+"""The HTTP server: Slack's requests (HTTP mode) and the health and metrics endpoints.
+
+POST /slack/events   commands, interactivity, options, events (signature verified by Bolt)
+GET  /healthz        the process is alive
+GET  /readyz         Redis answers (and, in Socket Mode, the socket is connected), else 503
+GET  /metrics        Prometheus text format
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot import metrics
+from bot.slack.reply import payload_kind
+from bot.store import RequestStore
+
+log = logging.getLogger("bot.web")
+
+PING_TIMEOUT = 2.0
+MAX_BODY = 1024 * 1024
+
+
+@dataclass
+class Readiness:
+    """What /readyz checks. `socket_connected` is set in Socket Mode only."""
+
+    store: RequestStore
+    socket_connected: Callable[[], Awaitable[bool]] | None = None
+    stopping: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    async def check(self) -> tuple[bool, dict[str, str]]:
+        checks: dict[str, str] = {}
+        if self.stopping:
+            checks["shutdown"] = "the bot is shutting down"
+        try:
+            async with asyncio.timeout(PING_TIMEOUT):
+                await self.store.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:  # any failure means not ready; say which, without secrets
+            metrics.REDIS_ERRORS.inc()
+            checks["redis"] = f"not answering ({type(exc).__name__})"
+        if self.socket_connected is not None:
+            try:
+                connected = await self.socket_connected()
+            except Exception:
+                connected = False
+            checks["socket_mode"] = "ok" if connected else "not connected to Slack"
+        ok = all(v == "ok" for k, v in checks.items() if k != "shutdown") and not self.stopping
+        return ok, checks
+
+
+def build_web_app(app: AsyncApp | None, readiness: Readiness) -> web.Application:
+    """The aiohttp application. `app` None (Socket Mode): no /slack/events route."""
+    web_app = web.Application(client_max_size=MAX_BODY)
+
+    async def healthz(request: web.Request) -> web.Response:
+        del request
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        del request
+        ok, checks = await readiness.check()
+        if ok:
+            return web.json_response({"status": "ok", "checks": checks})
+        failed = [name for name, value in checks.items() if value != "ok"]
+        return web.json_response(
+            {"status": "unavailable", "failed": failed, "checks": checks}, status=503
+        )
+
+    async def prometheus(request: web.Request) -> web.Response:
+        del request
+        body, content_type = metrics.render()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/readyz", readyz)
+    web_app.router.add_get("/metrics", prometheus)
+
+    if app is not None:
+        bolt = app
+
+        async def slack_events(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            bolt_request = await to_bolt_request(request)
+            bolt_response = await bolt.async_dispatch(bolt_request)
+            body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
+            metrics.ACK_LATENCY.labels(payload_kind(body)).observe(time.perf_counter() - started)
+            return await to_aiohttp_response(bolt_response)
+
+        web_app.router.add_post("/slack/events", slack_events)
+    return web_app
