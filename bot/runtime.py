@@ -1,0 +1,136 @@
+"""`cse-backup-bot run`: everything wired together, served until SIGTERM.
+
+HTTP mode and Socket Mode both serve /healthz, /readyz and /metrics on PORT through aiohttp's
+production runner; HTTP mode also serves POST /slack/events. A background task expires overdue
+requests, marks stuck CSE calls unknown and sends reminders; it is safe on every replica at once.
+On SIGTERM the bot stops taking work, lets CSE calls under way finish (bounded), and closes its
+clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+from bot import metrics
+from bot.app import Bot, build_bot
+from bot.cse import CseClient
+from bot.flow import BackupFlow
+from bot.iam import token_provider_from_settings
+from bot.logs import configure_logging
+from bot.settings import Settings
+from bot.store import StoreUnavailable, open_store
+from bot.web import Readiness, build_web_app
+
+log = logging.getLogger("bot.runtime")
+
+SWEEP_INTERVAL = 1.0
+SHUTDOWN_GRACE = 5.0
+
+
+async def background(
+    flow: BackupFlow, stop: asyncio.Event, interval: float = SWEEP_INTERVAL
+) -> None:
+    """Expiry, stuck calls and reminders, every `interval` seconds until `stop`."""
+    while not stop.is_set():
+        try:
+            await flow.sweep()
+            await flow.send_reminders()
+        except StoreUnavailable:
+            metrics.REDIS_ERRORS.inc()
+            log.warning("background sweep skipped: the request store is not answering")
+        except Exception:
+            log.exception("background sweep failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+async def serve(settings: Settings) -> None:
+    configure_logging(settings)
+    store = open_store(settings.redis_url, settings.redis_prefix)
+    tokens = token_provider_from_settings(settings)
+    assert settings.cse_endpoint is not None  # require_for_run() checked it
+    cse = CseClient(
+        settings.cse_endpoint,
+        tokens,
+        enterprise_project_id=settings.cse_enterprise_project_id,
+        connect_timeout=settings.cse_connect_timeout,
+        timeout=settings.cse_timeout,
+        on_call=metrics.observe_cse_call,
+    )
+    bot = build_bot(settings, store=store, cse=cse, tokens=tokens)
+    flow = bot.services.flow
+
+    handler: AsyncSocketModeHandler | None = None
+    readiness = Readiness(store)
+    if settings.socket_mode:
+        assert settings.slack_app_token is not None
+        handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
+        readiness.socket_connected = handler.client.is_connected
+    runner = web.AppRunner(
+        build_web_app(None if handler else bot.app, readiness),
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host="0.0.0.0", port=settings.port).start()
+    log.info(
+        "cse-backup-bot serving on port %d (%s mode)",
+        settings.port,
+        "Socket" if handler else "HTTP",
+        extra={"event": "start", "mode": "socket" if handler else "http", "port": settings.port},
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    sweeper = asyncio.create_task(background(flow, stop))
+    try:
+        if handler is not None:
+            await handler.connect_async()  # type: ignore[no-untyped-call]
+        await stop.wait()
+    finally:
+        await shutdown(bot, handler, runner, readiness, sweeper, stop)
+        await cse.aclose()
+        await tokens.aclose()
+        await store.aclose()
+        log.info("cse-backup-bot stopped", extra={"event": "stop"})
+
+
+async def shutdown(
+    bot: Bot,
+    handler: AsyncSocketModeHandler | None,
+    runner: web.AppRunner,
+    readiness: Readiness,
+    sweeper: asyncio.Task[None],
+    stop: asyncio.Event,
+) -> None:
+    """Stop taking work, let CSE calls under way finish (bounded), then stop serving."""
+    stop.set()
+    readiness.stopping = True
+    flow = bot.services.flow
+    flow.stop_accepting()
+    log.info("shutting down: %d CSE call(s) under way", flow.in_flight, extra={"event": "shutdown"})
+    if handler is not None:
+        with contextlib.suppress(Exception):
+            await handler.disconnect_async()  # type: ignore[no-untyped-call]
+    left = await flow.drain(timeout=bot.services.settings.cse_timeout + SHUTDOWN_GRACE)
+    if left:
+        log.error(
+            "%d CSE call(s) did not finish before shutdown; the sweep of another replica (or "
+            "the next start) marks them unknown",
+            left,
+        )
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await runner.cleanup()
+    if handler is not None:
+        with contextlib.suppress(Exception):
+            await handler.close_async()  # type: ignore[no-untyped-call]
