@@ -743,6 +743,8 @@ async def test_client_refuses_what_slack_would_not_send(bolt: Bolt) -> None:
         await driver.submit_view("U1", form, {"Engine": "dev", "Retention days": "7"})
     with pytest.raises(KeyError):
         await driver.submit_view("U1", form, {"Colour": "blue"})
+    with pytest.raises(ClientRefused, match="belongs to U1"):
+        await driver.submit_view("U2", form, {"Engine": "prod", "Retention days": "7"})
     assert len(seen) == 1  # only the command reached the app
 
 

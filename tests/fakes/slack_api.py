@@ -64,7 +64,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Message:
-    """A message the bot posted to a channel, as it stands now (snapshots; never mutated)."""
+    """A message the bot posted to a channel, as it stood when read (a copy)."""
 
     channel: str
     ts: str
@@ -591,7 +591,6 @@ class FakeSlack:
         self._reset_state()
 
         self._handlers: dict[str, Callable[[JSON], JSON]] = {
-            "api.test": lambda args: {"args": args},
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
             "chat.postEphemeral": self._chat_post_ephemeral,
@@ -608,6 +607,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
         }
+        self._ts_counter = 0  # never reset: a ts stays unique for the fake's lifetime
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -626,7 +626,6 @@ class FakeSlack:
         self._view_log: list[str] = []  # view ids in order of creation/change
         self._triggers: dict[str, _Trigger] = {}
         self._response_urls: dict[str, _ResponseTarget] = {}
-        self._ts_counter = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -898,13 +897,13 @@ class FakeSlack:
                 and (include_deleted or not m.deleted)
                 and (containing is None or _norm(containing) in _norm(m.all_text))
             ]
-            return sorted(found, key=lambda m: _ts_key(m.ts))
+            return copy.deepcopy(sorted(found, key=lambda m: _ts_key(m.ts)))
 
     def message(self, channel: str, ts: str) -> Message:
         """One message by channel and ts, as it stands now."""
         with self._lock:
             try:
-                return self._messages[(channel, ts)]
+                return copy.deepcopy(self._messages[(channel, ts)])
             except KeyError:
                 raise KeyError(f"no message {ts} in {channel}") from None
 
@@ -939,7 +938,7 @@ class FakeSlack:
                 and (include_deleted or not e.deleted)
                 and (containing is None or _norm(containing) in _norm(e.all_text))
             ]
-            return sorted(found, key=lambda e: _ts_key(e.ts))
+            return copy.deepcopy(sorted(found, key=lambda e: _ts_key(e.ts)))
 
     @property
     def views_by_id(self) -> dict[str, JSON]:

@@ -10,6 +10,17 @@ The driver also plays the Slack client's part: a slash command's acknowledgement
 to the user as an ephemeral, a `view_submission` response (`update`, `push`, `clear`, `errors`,
 or an empty ack that closes the modal) is applied to the user's open modals, and a required
 input left empty is refused before anything is sent (Slack's client never submits it).
+
+Typical use (the app served in HTTP mode, `SLACK_API_URL=fake.url`):
+
+    async with SlackDriver(app_url, signing_secret, fake) as slack:
+        await slack.command("U1", "C1", "create")
+        form = await slack.wait_for_view("U1")
+        reply = await slack.submit_view("U1", form, {"Engine": "prod", "Schedule": "0 2 * * *"})
+        assert reply.json()["response_action"] == "update"
+        await slack.submit_view("U1", slack.current_view("U1"))  # the confirmation view
+        await slack.wait_for_message("Approve", channel="C1")
+        await slack.click("U2", "Approve")
 """
 
 from __future__ import annotations
@@ -356,11 +367,14 @@ class SlackDriver:
         stack = self.fake.view_stack(user)
         return stack[-1] if stack else None
 
-    def _open_view(self, view: JSON | str) -> JSON:
+    def _open_view(self, view: JSON | str, user: str) -> JSON:
+        """The latest version of a modal `user` has open (not the caller's possibly stale copy)."""
         view_id = view if isinstance(view, str) else view["id"]
         if not self.fake.is_open(view_id):
             raise ClientRefused(f"view {view_id} is not open")
-        return self.fake.view(view_id)  # the latest version, not the caller's copy
+        if self.fake.view_user(view_id) != user:
+            raise ClientRefused(f"view {view_id} belongs to {self.fake.view_user(view_id)}")
+        return self.fake.view(view_id)
 
     async def submit_view(
         self, user: str, view: JSON | str, values: Mapping[str, Any] | None = None
@@ -371,7 +385,7 @@ class SlackDriver:
         The app's response is applied to the user's modals; tests read `response_action` from
         the returned response.
         """
-        current = self._open_view(view)
+        current = self._open_view(view, user)
         current["state"] = {"values": state_values(current["blocks"], values)}
         payload = {
             **self._base("view_submission", user),
@@ -387,7 +401,7 @@ class SlackDriver:
 
     async def close_view(self, user: str, view: JSON | str) -> httpx.Response | None:
         """The user closes a modal. Slack tells the app only when `notify_on_close` is set."""
-        current = self._open_view(view)
+        current = self._open_view(view, user)
         self.fake.close_view(current["id"])
         if not current.get("notify_on_close"):
             return None
@@ -399,7 +413,7 @@ class SlackDriver:
         self, user: str, view: JSON | str, action_id: str, value: str
     ) -> httpx.Response:
         """The user types `value` into an external select: a `block_suggestion` request."""
-        current = self._open_view(view)
+        current = self._open_view(view, user)
         block = next(
             (b for b, e in iter_blocks(current["blocks"]) if e.get("action_id") == action_id),
             None,
@@ -464,7 +478,7 @@ class SlackDriver:
             current = view if view is not None else self.current_view(user)
             if current is None:
                 raise ClientRefused(f"{user} has no open modal")
-            surface = self._open_view(current)
+            surface = self._open_view(current, user)
         blocks = surface.blocks if isinstance(surface, Message | Ephemeral) else surface["blocks"]
         elements = [(b, e) for b, e in iter_blocks(blocks) if e.get("action_id") == action_id]
         if not elements:
@@ -490,7 +504,7 @@ class SlackDriver:
         if message is not None:
             candidates = [message]
         elif view is not None:
-            candidates = [self._open_view(view)]
+            candidates = [self._open_view(view, user)]
         else:
             candidates = [
                 *reversed(self.fake.ephemerals(user=user, channel=channel)),
