@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from tests.fakes.slack_api import FakeSlack, block_problems, text_of
-from tests.fakes.slack_driver import ClientRefused, SlackDriver, state_values
+from tests.fakes.slack_driver import ClientRefused, NotAcknowledged, SlackDriver, state_values
 
 TOKEN = "xoxb-test"
 SECRET = "test-signing-secret"
@@ -535,6 +535,8 @@ def build_bolt_app(fake: FakeSlack, seen: list[dict[str, Any]]) -> AsyncApp:
     ) -> None:
         seen.append(body)
         text = body["text"]
+        if text == "boom":
+            raise RuntimeError("before ack")
         if text == "modal":
             await ack()
             await client.views_open(trigger_id=body["trigger_id"], view=FORM_VIEW)
@@ -673,6 +675,15 @@ async def test_unsigned_and_forged_requests_are_refused(bolt: Bolt) -> None:
     signed = await driver.raw(body, form | driver.sign(body))
     assert (unsigned.status_code, forged.status_code, signed.status_code) == (401, 401, 200)
     assert len(seen) == 1
+
+
+async def test_a_failed_ack_raises_unless_lenient(bolt: Bolt) -> None:
+    driver, _ = bolt
+    with pytest.raises(NotAcknowledged, match="HTTP 500") as err:
+        await driver.command("U1", "C1", "boom")
+    assert err.value.response.status_code == 500
+    driver.strict = False
+    assert (await driver.command("U1", "C1", "boom")).status_code == 500
 
 
 async def test_command_payload_has_slacks_fields(bolt: Bolt) -> None:

@@ -47,7 +47,7 @@ from tests.fakes.slack_api import (
     text_of,
 )
 
-__all__ = ["ClientRefused", "SlackDriver", "state_values", "text_of"]
+__all__ = ["ClientRefused", "NotAcknowledged", "SlackDriver", "state_values", "text_of"]
 
 USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 
@@ -80,6 +80,18 @@ _LIST_STATES = {
     "selected_conversations",
     "selected_channels",
 }
+
+
+class NotAcknowledged(AssertionError):
+    """The app did not answer a Slack request with HTTP 200 (Slack would show the user an
+    error, or redeliver an event). Carries the response."""
+
+    def __init__(self, kind: str, response: httpx.Response) -> None:
+        super().__init__(
+            f"the app answered HTTP {response.status_code} to a {kind} request"
+            f" ({response.text[:200]!r}); Slack would show the user an error"
+        )
+        self.response = response
 
 
 class ClientRefused(AssertionError):
@@ -236,6 +248,7 @@ class SlackDriver:
         *,
         verification_token: str = "legacy-verification-token",
         timeout: float = 30.0,
+        strict: bool = True,
     ) -> None:
         app_url = app_url.rstrip("/")
         self.events_url = (
@@ -244,6 +257,8 @@ class SlackDriver:
         self._secret = signing_secret.encode()
         self.fake = fake
         self.verification_token = verification_token
+        # Raise NotAcknowledged when the app answers a signed request with anything but 200.
+        self.strict = strict
         self.http = httpx.AsyncClient(timeout=timeout)
         # The fake's call count when the driver last sent something: the waits below look
         # only at what the app did after that.
@@ -280,7 +295,11 @@ class SlackDriver:
         return await self.http.post(self.events_url, content=body, headers=dict(headers or {}))
 
     async def _post(
-        self, body: str, content_type: str, extra_headers: Mapping[str, str] | None = None
+        self,
+        kind: str,
+        body: str,
+        content_type: str,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         self.mark = self.fake.mark()
         headers = {
@@ -289,19 +308,25 @@ class SlackDriver:
             **self.sign(body),
             **(extra_headers or {}),
         }
-        return await self.http.post(self.events_url, content=body, headers=headers)
+        response = await self.http.post(self.events_url, content=body, headers=headers)
+        if self.strict and response.status_code != 200:
+            raise NotAcknowledged(kind, response)
+        return response
 
-    async def post_form(self, fields: Mapping[str, str]) -> httpx.Response:
-        return await self._post(urlencode(fields), "application/x-www-form-urlencoded")
+    async def post_form(self, fields: Mapping[str, str], kind: str = "form") -> httpx.Response:
+        """A signed form-encoded request (slash commands use this directly)."""
+        return await self._post(kind, urlencode(fields), "application/x-www-form-urlencoded")
 
     async def post_payload(self, payload: JSON) -> httpx.Response:
-        """An interactivity request: form-encoded `payload=<json>`."""
-        return await self.post_form({"payload": json.dumps(payload)})
+        """A signed interactivity request: form-encoded `payload=<json>`."""
+        return await self.post_form({"payload": json.dumps(payload)}, kind=str(payload["type"]))
 
     async def post_json(
         self, body: JSON, extra_headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
-        return await self._post(json.dumps(body), "application/json", extra_headers)
+        """A signed JSON request (the Events API)."""
+        kind = str(body.get("event", {}).get("type") or body.get("type"))
+        return await self._post(kind, json.dumps(body), "application/json", extra_headers)
 
     # -- common payload parts -------------------------------------------------------------------
 
@@ -349,7 +374,7 @@ class SlackDriver:
             "response_url": response_url,
             "trigger_id": self.fake.issue_trigger_id(user),
         }
-        response = await self.post_form(fields)
+        response = await self.post_form(fields, kind=f"{command} command")
         if response.status_code == 200 and response.content.strip():
             try:
                 body = response.json()
