@@ -10,9 +10,11 @@ Handlers raise; they never format failures themselves. The handler below turns:
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -145,4 +147,34 @@ def register(app: AsyncApp) -> None:
     app.error(handle_error)
 
 
-__all__ = ["STORE_DOWN", "FieldErrors", "Message", "UserError", "register"]
+Listener = Callable[..., Awaitable[None]]
+
+
+def guarded(func: Listener) -> Listener:
+    """Route errors raised after `ack()` to `handle_error` here, not through Bolt.
+
+    Bolt (1.x, HTTP mode) resets the acknowledgement when a listener raises after `ack()`; if that
+    happens before Bolt has sent the ack, Slack gets a 404 instead. Errors before `ack()` still go
+    through Bolt's error path, which puts the answer into the ack itself (modal errors, say).
+    """
+    wanted = list(inspect.signature(func).parameters)
+    names = list(dict.fromkeys([*wanted, "ack", "body", "client"]))
+
+    async def listener(**kwargs: Any) -> None:
+        try:
+            await func(**{name: kwargs[name] for name in wanted})
+        except Exception as error:
+            ack = kwargs["ack"]
+            if ack.response is None:
+                raise
+            await handle_error(error, kwargs["body"], None, kwargs["client"])
+
+    listener.__name__ = func.__name__
+    listener.__qualname__ = func.__qualname__
+    listener.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    )
+    return listener
+
+
+__all__ = ["STORE_DOWN", "FieldErrors", "Message", "UserError", "guarded", "register"]

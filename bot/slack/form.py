@@ -46,10 +46,14 @@ class FormInput:
     max_files: str | None = None
     reason: str | None = None
 
-    @property
-    def complete(self) -> bool:
-        """Every required field was given (the optional ones may be missing)."""
-        return bool(self.engine) and bool(self.schedule)
+    def complete(self, *, require_reason: bool) -> bool:
+        """All values given, so the quick path can skip the form: engine, schedule, retention
+        days and max files (the reason too when it is required). Otherwise the form opens,
+        prefilled with what was given."""
+        given = [self.engine, self.schedule, self.reserve, self.max_files]
+        if require_reason:
+            given.append(self.reason)
+        return all(value is not None and value.strip() for value in given)
 
 
 @dataclass(frozen=True)

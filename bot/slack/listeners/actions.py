@@ -12,6 +12,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flow import NeedsBreakGlassReason
+from bot.slack.errors import guarded
 from bot.slack.ids import Action, Callback
 from bot.slack.messages import outcome_line, text_message
 from bot.slack.reply import delete_source, ephemeral, replace_source
@@ -29,6 +30,7 @@ def register(app: AsyncApp, services: Services) -> None:
     flow = services.flow
 
     @app.action(Action.REQUEST_APPROVAL)
+    @guarded
     async def on_request_approval(
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -47,6 +49,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await flow.announce(request)
 
     @app.action(Action.EDIT_DRAFT)
+    @guarded
     async def on_edit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         _, draft_id = _clicked(body)
@@ -58,6 +61,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await client.views_open(trigger_id=body["trigger_id"], view=view)
 
     @app.action(Action.DISCARD_DRAFT)
+    @guarded
     async def on_discard(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         _, draft_id = _clicked(body)
@@ -66,6 +70,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await delete_source(body)
 
     @app.action(Action.APPROVE)
+    @guarded
     async def on_approve(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user, request_id = _clicked(body)
@@ -88,6 +93,7 @@ def register(app: AsyncApp, services: Services) -> None:
             )
 
     @app.action(Action.REJECT)
+    @guarded
     async def on_reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user, request_id = _clicked(body)
@@ -106,6 +112,7 @@ def register(app: AsyncApp, services: Services) -> None:
         )
 
     @app.action(Action.CANCEL_REQUEST)
+    @guarded
     async def on_cancel(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user, request_id = _clicked(body)
@@ -113,6 +120,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await ephemeral(body, client, text_message(outcome_line(request)))
 
     @app.action(Action.EDIT_AND_RESUBMIT)
+    @guarded
     async def on_resubmit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         _, request_id = _clicked(body)
@@ -121,5 +129,6 @@ def register(app: AsyncApp, services: Services) -> None:
 
     # Inputs inside the form (a select changing, say) need nothing but an ack.
     @app.action(Action.ENGINE)
+    @guarded
     async def on_input(ack: AsyncAck) -> None:
         await ack()

@@ -14,7 +14,7 @@ from bot.core.requests import Draft, new_draft_id, normalise_request_id
 from bot.core.schedule import ScheduleError, preview
 from bot.slack.command_text import Command, parse_quick_args, split_command
 from bot.slack.engines import EngineChoice, EngineRefused
-from bot.slack.errors import UserError
+from bot.slack.errors import UserError, guarded
 from bot.slack.form import LABELS, Field, FormInput, validate
 from bot.slack.messages import (
     HistoryLine,
@@ -42,6 +42,7 @@ the quick path (any order; missing values open the form prefilled)
 def register(app: AsyncApp, services: Services) -> None:
     # The command's name comes from the app manifest; every command sent to this app is ours.
     @app.command(re.compile(r"^/.+"))
+    @guarded
     async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         command = split_command(str(body.get("text") or ""))
@@ -103,7 +104,9 @@ async def _create(
         problems = list(args.problems) + [f"{LABELS[f]} ({f.value}): {e}" for f, e in bad.items()]
         await ephemeral(body, client, problems_message("*Nothing was stored or sent:*", problems))
         return
-    if result.values is None:  # only missing values: the form, prefilled with what was given
+    if result.values is None or not given.complete(
+        require_reason=services.settings.require_reason
+    ):  # some values missing: the form, prefilled with what was given
         engine = await _engine_choice(services, given.engine)
         await client.views_open(
             trigger_id=body["trigger_id"], view=services.form(channel, given, engine)

@@ -8,12 +8,14 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_approve
+from bot.slack.errors import guarded
 from bot.slack.home import home_view
 from bot.slack.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.event("app_home_opened")
+    @guarded
     async def on_home_opened(event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("tab", "home") != "home":
             return

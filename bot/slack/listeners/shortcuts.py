@@ -10,13 +10,14 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
-from bot.slack.errors import UserError
+from bot.slack.errors import UserError, guarded
 from bot.slack.ids import Callback
 from bot.slack.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.shortcut(Callback.SHORTCUT_CREATE)
+    @guarded
     async def on_create(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         user = str(body["user"]["id"])

@@ -15,7 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.approval import decide_create
 from bot.core.requests import Draft, new_draft_id
 from bot.flow import PostFailed
-from bot.slack.errors import FieldErrors
+from bot.slack.errors import FieldErrors, guarded
 from bot.slack.form import FormInput, validate
 from bot.slack.ids import Block, Callback
 from bot.slack.messages import text_message
@@ -26,6 +26,7 @@ from bot.slack.views import ViewMeta, confirm_view, notice_view, submitted_value
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.view(Callback.FORM)
+    @guarded
     async def on_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
@@ -74,6 +75,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack(response_action="update", view=confirm_view(draft, form.preview, zone))
 
     @app.view(Callback.CONFIRM)
+    @guarded
     async def on_confirm(
         ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
     ) -> None:
@@ -100,6 +102,7 @@ def register(app: AsyncApp, services: Services) -> None:
             await ephemeral(body, client, text_message(str(exc)), channel=request.channel)
 
     @app.view(Callback.REJECT)
+    @guarded
     async def on_reject(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
@@ -111,6 +114,7 @@ def register(app: AsyncApp, services: Services) -> None:
         await services.flow.reject(meta.request or "", user, reason)
 
     @app.view(Callback.BREAK_GLASS)
+    @guarded
     async def on_break_glass(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
@@ -123,5 +127,6 @@ def register(app: AsyncApp, services: Services) -> None:
         await services.flow.approve(meta.request or "", user, reason)
 
     @app.view(Callback.NOTICE)
+    @guarded
     async def on_notice(ack: AsyncAck) -> None:
         await ack()
