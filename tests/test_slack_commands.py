@@ -88,7 +88,10 @@ async def test_quick_path_all_valid_shows_a_confirmation() -> None:
 
 async def test_quick_path_typographic_quotes_any_order_engine_by_id() -> None:
     async with running() as h:
-        text = f"create reason=‘db move’ max_files=3 reserve=2 schedule=“30 1 * * 1-5” engine={PROD_ID}"
+        text = (
+            f"create reason=‘db move’ max_files=3 reserve=2 schedule=“30 1 * * 1-5” "
+            f"engine={PROD_ID}"
+        )
         await h.driver.command(ALICE, CHANNEL, text)
         confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
         assert "30 1 * * 1-5" in confirmation.all_text
