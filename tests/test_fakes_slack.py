@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltRequest, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
@@ -888,3 +889,71 @@ def test_state_values_keep_initial_values() -> None:
     assert "tools" not in state  # an untouched select outside input blocks has no state
     with pytest.raises(ValueError, match="ambiguous"):
         state_values(FORM_BLOCKS, {"e": "x"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Socket Mode: the same driver, delivering through the fake's WebSocket
+# ---------------------------------------------------------------------------------------------
+
+
+async def test_app_level_token_is_only_for_connections(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    with pytest.raises(SlackApiError) as err:
+        await client.apps_connections_open(app_token=TOKEN)
+    assert err.value.response["error"] == "not_allowed_token_type"
+    with pytest.raises(SlackApiError) as err:
+        await AsyncWebClient(base_url=fake.url, token="xapp-test").auth_test()
+    assert err.value.response["error"] == "not_allowed_token_type"
+    opened = await client.apps_connections_open(app_token="xapp-test")
+    assert opened["url"].startswith(f"ws://127.0.0.1:{fake.port}/")
+
+
+@pytest.fixture
+async def socket_bolt(fake: FakeSlack) -> AsyncIterator[Bolt]:
+    seen: list[dict[str, Any]] = []
+    handler = AsyncSocketModeHandler(build_bolt_app(fake, seen), "xapp-test")
+    await handler.connect_async()
+    await fake.async_wait_for_sockets(1)
+    async with SlackDriver.over_socket(fake) as driver:
+        yield driver, seen
+    await handler.close_async()
+
+
+async def test_socket_mode_command_modal_click_and_event(socket_bolt: Bolt) -> None:
+    driver, seen = socket_bolt
+    await driver.command("U1", "C1", "modal")
+    form = await driver.wait_for_view("U1")
+    updated = await driver.submit_view("U1", form, {"Engine": "prod", "Retention days": "7"})
+    assert updated.json()["response_action"] == "update"
+    assert seen[-1]["view"]["state"]["values"]["engine"]["engine"]["selected_option"]["value"]
+
+    await driver.command("U1", "C1", "confirm")  # the ack body comes back over the socket
+    assert driver.find_ephemeral("U1", "Check this").via == "ack"
+
+    await driver.command("U1", "C1", "")
+    await driver.wait_for_message("Request r1", channel="C1")
+    await driver.click("U2", "Approve")
+    assert (await driver.wait_for_message("Approved by U2", channel="C1")).blocks == []
+
+    await driver.event({"type": "app_home_opened", "user": "U2", "channel": "D2", "tab": "home"})
+    await driver.fake.async_wait_for("views.publish")
+    assert seen[-1]["type"] == "app_home_opened"
+
+
+async def test_socket_mode_failure_is_not_acknowledged(socket_bolt: Bolt) -> None:
+    driver, _ = socket_bolt
+    driver.fake.socket_ack_timeout = 0.2  # bolt sends no ack for a failed listener
+    with pytest.raises(NotAcknowledged, match="HTTP 504"):
+        await driver.command("U1", "C1", "boom")
+
+
+async def test_socket_mode_reconnects_when_slack_asks(socket_bolt: Bolt) -> None:
+    driver, _ = socket_bolt
+    fake = driver.fake
+    await fake.disconnect_sockets()
+    assert await fake.async_wait_until(
+        lambda: fake.socket_connections == 1 and len(fake.calls_to("apps.connections.open")) == 2
+    )
+    await driver.command("U1", "C1", "later")
+    assert (await driver.wait_for_ephemeral("U1", "answered later")).via == "response_url"

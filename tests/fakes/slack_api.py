@@ -12,7 +12,9 @@ would see, and it refuses what Slack refuses (bad tokens, oversized or malformed
 expired trigger ids, stale view hashes) so the app meets those refusals in tests first.
 
 It also serves the `response_url`s that `SlackDriver` puts into payloads, so `respond(...)` from
-the app lands here too (recorded as method `"response_url"`).
+the app lands here too (recorded as method `"response_url"`), and Socket Mode:
+`apps.connections.open` (with the app-level token) hands out a WebSocket URL on this server, and
+`deliver_socket` sends envelopes to the connected app and returns its acknowledgement.
 
 Everything returned to tests is a copy or a frozen snapshot; state is guarded by one lock.
 """
@@ -29,6 +31,7 @@ import socket
 import string
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -36,7 +39,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -528,6 +531,7 @@ def _norm(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 _ID_CHARS = string.ascii_uppercase + string.digits
+_APP_LEVEL_METHODS = {"apps.connections.open"}
 _JSON_ARGS = ("blocks", "attachments", "view", "metadata", "user_auth_blocks")
 
 
@@ -553,6 +557,7 @@ class FakeSlack:
         self,
         bot_token: str = "xoxb-test",
         *,
+        app_token: str = "xapp-test",
         team_id: str = "T0FAKE",
         team_domain: str = "fake",
         team_name: str = "Fake Workspace",
@@ -566,6 +571,8 @@ class FakeSlack:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bot_token = bot_token
+        self.app_token = app_token
+        self.socket_ack_timeout = 3.0  # Slack waits this long for a Socket Mode acknowledgement
         self.team_id = team_id
         self.team_domain = team_domain
         self.team_name = team_name
@@ -606,8 +613,14 @@ class FakeSlack:
             "usergroups.users.list": self._usergroups_users_list,
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
+            "apps.connections.open": self._apps_connections_open,
         }
         self._ts_counter = 0  # never reset: a ts stays unique for the fake's lifetime
+        # Socket Mode: open WebSockets (touched only on the server's loop), tickets, acks.
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_turn = 0
+        self._tickets: set[str] = set()
+        self._acks: dict[str, asyncio.Future[JSON]] = {}
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -683,6 +696,8 @@ class FakeSlack:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/hooks/{hook}", self._handle_response_url)
+        app.router.add_get("/link/", self._handle_socket)
+        app.on_shutdown.append(self._close_sockets)
         runner = web.AppRunner(app, access_log=None)
         try:
             loop.run_until_complete(runner.setup())
@@ -1119,8 +1134,11 @@ class FakeSlack:
             return _Reply(200, {"ok": False, "error": "unknown_method", "req_method": method})
         if not token:
             return _Reply(200, {"ok": False, "error": "not_authed"})
-        if token != self.bot_token:
+        if token not in (self.bot_token, self.app_token):
             return _Reply(200, {"ok": False, "error": "invalid_auth"})
+        wanted = self.app_token if method in _APP_LEVEL_METHODS else self.bot_token
+        if token != wanted:
+            return _Reply(200, {"ok": False, "error": "not_allowed_token_type"})
         try:
             return _Reply(200, {"ok": True, **handler(args)})
         except SlackError as exc:
@@ -1311,6 +1329,12 @@ class FakeSlack:
             }
         }
 
+    def _apps_connections_open(self, args: JSON) -> JSON:
+        ticket = secrets.token_hex(16)
+        self._tickets.add(ticket)
+        url = f"ws://127.0.0.1:{self.port}/link/?ticket={ticket}&app_id={self.app_id}"
+        return {"url": url}
+
     def _conversations_members(self, args: JSON) -> JSON:
         channel = self._existing_channel(_required(args, "channel", "channel_not_found"))
         members = self._channels.get(channel, {}).get("members")
@@ -1444,6 +1468,108 @@ class FakeSlack:
     def _next_ts(self) -> str:
         self._ts_counter += 1
         return f"{int(time.time())}.{self._ts_counter:06d}"
+
+    # -- Socket Mode ----------------------------------------------------------------------------
+
+    @property
+    def socket_connections(self) -> int:
+        """How many Socket Mode connections the app holds open now."""
+        with self._lock:
+            return len(self._sockets)
+
+    async def async_wait_for_sockets(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until the app holds at least `count` Socket Mode connections."""
+        if not await self.async_wait_until(lambda: len(self._sockets) >= count, timeout):
+            raise AssertionError(f"{len(self._sockets)} Socket Mode connection(s), wanted {count}")
+
+    async def deliver_socket(
+        self,
+        envelope_type: Literal["slash_commands", "interactive", "events_api"],
+        payload: JSON,
+        *,
+        retry_attempt: int = 0,
+        retry_reason: str = "",
+    ) -> JSON | None:
+        """Send one envelope to a connected app (round robin over its connections) and return
+        the acknowledgement's payload ({} for a bare ack), or None when none comes within
+        `socket_ack_timeout`. Call from any event loop."""
+        assert self._loop is not None, "the fake is not running"
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": envelope_type,
+            "payload": payload,
+            "accepts_response_payload": envelope_type != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": retry_reason,
+        }
+        future = asyncio.run_coroutine_threadsafe(self._send_envelope(envelope), self._loop)
+        return await asyncio.wrap_future(future)
+
+    async def disconnect_sockets(self, reason: str = "refresh_requested") -> None:
+        """Ask every connected app to reconnect, as Slack does now and then."""
+        assert self._loop is not None, "the fake is not running"
+
+        async def send() -> None:
+            message = json.dumps({"type": "disconnect", "reason": reason})
+            for ws in list(self._sockets):
+                await ws.send_str(message)
+
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(send(), self._loop))
+
+    async def _send_envelope(self, envelope: JSON) -> JSON | None:
+        with self._lock:
+            if not self._sockets:
+                raise AssertionError("no Socket Mode connection: is the app connected?")
+            ws = self._sockets[self._socket_turn % len(self._sockets)]
+            self._socket_turn += 1
+        ack: asyncio.Future[JSON] = asyncio.get_running_loop().create_future()
+        self._acks[envelope["envelope_id"]] = ack
+        try:
+            await ws.send_str(json.dumps(envelope))
+            return await asyncio.wait_for(ack, self.socket_ack_timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._acks.pop(envelope["envelope_id"], None)
+
+    async def _close_sockets(self, app: web.Application) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server shutdown")
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        ticket = request.query.get("ticket", "")
+        with self._lock:
+            known = ticket in self._tickets
+            self._tickets.discard(ticket)  # a URL is good for one connection
+        if not known:
+            return web.Response(status=401, text="invalid ticket")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        with self._changed:
+            self._sockets.append(ws)
+            count = len(self._sockets)
+            self._changed.notify_all()
+        hello = {
+            "type": "hello",
+            "num_connections": count,
+            "debug_info": {"host": "fake-slack", "approximate_connection_time": 18060},
+            "connection_info": {"app_id": self.app_id},
+        }
+        await ws.send_str(json.dumps(hello))
+        try:
+            async for message in ws:
+                if message.type != WSMsgType.TEXT:
+                    continue
+                with contextlib.suppress(ValueError):
+                    ack = json.loads(message.data)
+                    future = self._acks.get(str(ack.get("envelope_id")))
+                    if future is not None and not future.done():
+                        future.set_result(ack.get("payload") or {})
+        finally:
+            with self._changed:
+                self._sockets.remove(ws)
+                self._changed.notify_all()
+        return ws
 
     # -- response_url ---------------------------------------------------------------------------
 

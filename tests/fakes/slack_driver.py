@@ -249,6 +249,7 @@ class SlackDriver:
         verification_token: str = "legacy-verification-token",
         timeout: float = 30.0,
         strict: bool = True,
+        socket_mode: bool = False,
     ) -> None:
         app_url = app_url.rstrip("/")
         self.events_url = (
@@ -259,10 +260,17 @@ class SlackDriver:
         self.verification_token = verification_token
         # Raise NotAcknowledged when the app answers a signed request with anything but 200.
         self.strict = strict
+        # Deliver through the fake's Socket Mode connections instead of HTTP.
+        self.socket_mode = socket_mode
         self.http = httpx.AsyncClient(timeout=timeout)
         # The fake's call count when the driver last sent something: the waits below look
         # only at what the app did after that.
         self.mark = 0
+
+    @classmethod
+    def over_socket(cls, fake: FakeSlack, **options: Any) -> SlackDriver:
+        """A driver for an app in Socket Mode, connected to `fake` with its app token."""
+        return cls("", "", fake, socket_mode=True, **options)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -294,39 +302,54 @@ class SlackDriver:
         self.mark = self.fake.mark()
         return await self.http.post(self.events_url, content=body, headers=dict(headers or {}))
 
-    async def _post(
+    async def _send(
         self,
         kind: str,
-        body: str,
+        envelope_type: Literal["slash_commands", "interactive", "events_api"],
+        payload: JSON,
+        http_body: str,
         content_type: str,
-        extra_headers: Mapping[str, str] | None = None,
+        retry_num: int | None = None,
     ) -> httpx.Response:
+        """Deliver one request over the app's transport; the answer as an HTTP response."""
         self.mark = self.fake.mark()
-        headers = {
-            "Content-Type": content_type,
-            "User-Agent": USER_AGENT,
-            **self.sign(body),
-            **(extra_headers or {}),
-        }
-        response = await self.http.post(self.events_url, content=body, headers=headers)
+        if self.socket_mode:
+            ack = await self.fake.deliver_socket(
+                envelope_type,
+                payload,
+                retry_attempt=retry_num or 0,
+                retry_reason="timeout" if retry_num else "",
+            )
+            response = _socket_answer(ack)
+        else:
+            headers = {"Content-Type": content_type, "User-Agent": USER_AGENT}
+            headers |= self.sign(http_body)
+            if retry_num is not None:
+                headers["X-Slack-Retry-Num"] = str(retry_num)
+                headers["X-Slack-Retry-Reason"] = "http_timeout"
+            response = await self.http.post(self.events_url, content=http_body, headers=headers)
         if self.strict and response.status_code != 200:
             raise NotAcknowledged(kind, response)
         return response
 
-    async def post_form(self, fields: Mapping[str, str], kind: str = "form") -> httpx.Response:
-        """A signed form-encoded request (slash commands use this directly)."""
-        return await self._post(kind, urlencode(fields), "application/x-www-form-urlencoded")
+    async def send_command(self, fields: Mapping[str, str]) -> httpx.Response:
+        """A slash command: form-encoded fields (or their dict, in a Socket Mode envelope)."""
+        kind = f"{fields.get('command')} command"
+        form = "application/x-www-form-urlencoded"
+        return await self._send(kind, "slash_commands", dict(fields), urlencode(fields), form)
 
-    async def post_payload(self, payload: JSON) -> httpx.Response:
-        """A signed interactivity request: form-encoded `payload=<json>`."""
-        return await self.post_form({"payload": json.dumps(payload)}, kind=str(payload["type"]))
+    async def send_interaction(self, payload: JSON) -> httpx.Response:
+        """An interactivity request: form-encoded `payload=<json>` (or the payload itself)."""
+        body = urlencode({"payload": json.dumps(payload)})
+        form = "application/x-www-form-urlencoded"
+        return await self._send(str(payload["type"]), "interactive", payload, body, form)
 
-    async def post_json(
-        self, body: JSON, extra_headers: Mapping[str, str] | None = None
-    ) -> httpx.Response:
-        """A signed JSON request (the Events API)."""
-        kind = str(body.get("event", {}).get("type") or body.get("type"))
-        return await self._post(kind, json.dumps(body), "application/json", extra_headers)
+    async def send_event(self, envelope: JSON, retry_num: int | None = None) -> httpx.Response:
+        """An Events API request: the JSON envelope."""
+        kind = str(envelope.get("event", {}).get("type") or envelope.get("type"))
+        return await self._send(
+            kind, "events_api", envelope, json.dumps(envelope), "application/json", retry_num
+        )
 
     # -- common payload parts -------------------------------------------------------------------
 
@@ -374,7 +397,7 @@ class SlackDriver:
             "response_url": response_url,
             "trigger_id": self.fake.issue_trigger_id(user),
         }
-        response = await self.post_form(fields, kind=f"{command} command")
+        response = await self.send_command(fields)
         if response.status_code == 200 and response.content.strip():
             try:
                 body = response.json()
@@ -418,7 +441,7 @@ class SlackDriver:
             "view": current,
             "response_urls": [],
         }
-        response = await self.post_payload(payload)
+        response = await self.send_interaction(payload)
         if response.status_code == 200:
             body = _json_or_empty(response)
             self.fake.apply_view_response(current["id"], body, current["hash"])
@@ -432,7 +455,7 @@ class SlackDriver:
             return None
         current["state"] = {"values": state_values(current["blocks"], enforce=False)}
         payload = {**self._base("view_closed", user), "view": current, "is_cleared": False}
-        return await self.post_payload(payload)
+        return await self.send_interaction(payload)
 
     async def options(
         self, user: str, view: JSON | str, action_id: str, value: str
@@ -454,7 +477,7 @@ class SlackDriver:
             "value": value,
             "view": current,
         }
-        return await self.post_payload(payload)
+        return await self.send_interaction(payload)
 
     # -- clicks and selections ------------------------------------------------------------------
 
@@ -582,7 +605,7 @@ class SlackDriver:
                 state = state_values(surface["blocks"], enforce=False)
             payload["container"] = {"type": "view", "view_id": surface["id"]}
             payload["view"] = {**surface, "state": {"values": state}}
-        return await self.post_payload(payload)
+        return await self.send_interaction(payload)
 
     # -- shortcuts and events -------------------------------------------------------------------
 
@@ -594,7 +617,7 @@ class SlackDriver:
             "trigger_id": self.fake.issue_trigger_id(user),
             "action_ts": _action_ts(),
         }
-        return await self.post_payload(payload)
+        return await self.send_interaction(payload)
 
     async def event(
         self, event: JSON, *, event_id: str | None = None, retry_num: int | None = None
@@ -624,10 +647,7 @@ class SlackDriver:
             "is_ext_shared_channel": False,
             "event_context": secrets.token_hex(8),
         }
-        retry = {}
-        if retry_num is not None:
-            retry = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
-        return await self.post_json(envelope, retry)
+        return await self.send_event(envelope, retry_num)
 
     async def app_home_opened(self, user: str) -> httpx.Response:
         """The user opens the app's Home tab."""
@@ -644,7 +664,7 @@ class SlackDriver:
         return await self.event(event)
 
     async def url_verification(self, challenge: str) -> httpx.Response:
-        return await self.post_json(
+        return await self.send_event(
             {"token": self.verification_token, "challenge": challenge, "type": "url_verification"}
         )
 
@@ -704,6 +724,13 @@ class SlackDriver:
         if current is None:
             raise AssertionError(f"{user} has no open modal")
         return current
+
+
+def _socket_answer(ack: JSON | None) -> httpx.Response:
+    """A Socket Mode acknowledgement as the HTTP answer it stands for."""
+    if ack is None:
+        return httpx.Response(504, text="no acknowledgement over the socket in time")
+    return httpx.Response(200, json=ack) if ack else httpx.Response(200)
 
 
 def _json_or_empty(response: httpx.Response) -> JSON:
