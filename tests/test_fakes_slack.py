@@ -790,6 +790,19 @@ async def test_click_in_channel_message(bolt: Bolt) -> None:
     assert [m.text for m in driver.fake.replies("C1", request.ts)] == ["thread reply"]
 
 
+async def test_click_sees_the_message_as_it_is_now(bolt: Bolt) -> None:
+    driver, seen = bolt
+    await driver.command("U1", "C1", "")
+    request = await driver.wait_for_message("Request r1", channel="C1")
+    await driver.click("U2", "Approve", message=request)
+    await driver.wait_for_message("Approved by U2", channel="C1")
+
+    with pytest.raises(AssertionError, match="no button 'Approve'"):
+        await driver.click("U3", "Approve", message=request)  # the buttons are gone
+    await driver.click("U3", "Approve", message=request, stale=True)  # a client not caught up
+    assert [b["user"]["id"] for b in seen if b.get("type") == "block_actions"] == ["U2", "U3"]
+
+
 async def test_click_without_a_button_fails_clearly(bolt: Bolt) -> None:
     driver, _ = bolt
     with pytest.raises(AssertionError, match="no button 'Approve'"):

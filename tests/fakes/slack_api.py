@@ -922,6 +922,14 @@ class FakeSlack:
             except KeyError:
                 raise KeyError(f"no message {ts} in {channel}") from None
 
+    def ephemeral(self, ts: str) -> Ephemeral:
+        """One ephemeral by ts, as it stands now."""
+        with self._lock:
+            try:
+                return copy.deepcopy(self._ephemerals[ts])
+            except KeyError:
+                raise KeyError(f"no ephemeral {ts}") from None
+
     def replies(self, channel: str, thread_ts: str) -> list[Message]:
         """The bot's replies in the thread under `thread_ts`, oldest first."""
         return [m for m in self.messages(channel) if m.thread_ts == thread_ts and m.ts != thread_ts]

@@ -488,13 +488,18 @@ class SlackDriver:
         message: Message | Ephemeral | None = None,
         view: JSON | str | None = None,
         channel: str | None = None,
+        *,
+        stale: bool = False,
     ) -> httpx.Response:
         """Click the button labelled `button_text` (exact, else contained; case-insensitive).
 
-        Looks in `message` or `view` when given; otherwise in the user's ephemerals (newest
-        first), then the bot's messages (newest first; in `channel` when given), then the
-        user's open modal.
+        Looks in `message` or `view` when given (their current version, unless `stale`: then
+        the given snapshot as is, like a client that has not caught up with an update);
+        otherwise in the user's ephemerals (newest first), then the bot's messages (newest
+        first; in `channel` when given), then the user's open modal.
         """
+        if message is not None and not stale:
+            message = self._as_shown_now(message)
         surface, block, button = self._find_button(user, button_text, message, view, channel)
         action: JSON = {
             "type": "button",
@@ -521,7 +526,7 @@ class SlackDriver:
         `dispatch_action`): a `block_actions` request carrying the new value and state."""
         surface: Message | Ephemeral | JSON
         if message is not None:
-            surface = message
+            surface = self._as_shown_now(message)
         else:
             current = view if view is not None else self.current_view(user)
             if current is None:
@@ -539,6 +544,16 @@ class SlackDriver:
         if "placeholder" in element:
             action["placeholder"] = element["placeholder"]
         return await self._block_actions(user, surface, action, state=values)
+
+    def _as_shown_now(self, message: Message | Ephemeral) -> Message | Ephemeral:
+        """The current version of a message the user is looking at."""
+        if isinstance(message, Message):
+            now: Message | Ephemeral = self.fake.message(message.channel, message.ts)
+        else:
+            now = self.fake.ephemeral(message.ts)
+        if now.deleted:
+            raise ClientRefused(f"message {message.ts} was deleted")
+        return now
 
     def _find_button(
         self,
