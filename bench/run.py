@@ -1,0 +1,573 @@
+"""`python -m bench`: start everything, measure, print one table, write bench/RESULTS.md.
+
+Order of a run:
+1. the schedule engine, while the machine is quiet (in this process);
+2. Redis (ours, unless REDIS_URL), the fakes host, the bare app and the bot as processes, each
+   timed from spawn to `/healthz` 200;
+3. preparation through the bot itself: modals really opened, requests really made pending;
+4. a warm-up, then ack latency per kind at each concurrency, bot and bare app interleaved;
+5. the full flow (Approve → created-policy message at the fake Slack, CSE answering in 50 ms);
+6. resident memory of the bot;
+7. Redis cost: the bot restarted behind a counting proxy, whole requests one at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as redis
+
+from bench import PROJECT_ROOT
+from bench.host_client import FakesHost
+from bench.load import App, Payload, Summary, closed_loop, interleaved, sender
+from bench.procs import (
+    LOOPBACK,
+    BenchError,
+    Child,
+    Processes,
+    child_env,
+    free_port,
+    python_argv,
+    rss_bytes,
+    start_redis,
+    wait_http_ok,
+)
+from bench.redis_probe import CountingProxy, commandstats, delta, settle
+from bench.report import (
+    CONCURRENCY,
+    KINDS,
+    AckRow,
+    FlowRow,
+    Machine,
+    RedisPath,
+    RedisStep,
+    Results,
+    console_table,
+    write_json,
+    write_results_md,
+)
+from bench.schedule_bench import time_chosen, worst_over_sample
+
+CSE_DELAY = 0.050
+CREATED_HEADER = "CSE backup policy created"
+RESULT_TIMEOUT = 30.0  # seconds an approval may take to show its outcome
+STARTUP_TIMEOUT = 30.0
+RSS_AFTER = 1000
+QUICK_CREATE = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="bench"'
+COMMAND_TEXTS = {"help": "help", "preview": "preview 0 2 * * *", "create": QUICK_CREATE}
+
+
+@dataclass(frozen=True)
+class Options:
+    quick: bool
+    write: bool
+    json_path: Path | None
+    requests: int  # per kind and concurrency, each for the bot and the bare app
+    warmup: int  # per kind
+    rounds: int  # bot/bare alternations per phase
+    flow_c1: int
+    flow_c32: int
+    redis_runs: int
+    schedule_sample: int
+    schedule_repeats: int
+    prepare_concurrency: int = 16
+
+    @classmethod
+    def parse(cls, argv: Sequence[str] | None) -> Options:
+        parser = argparse.ArgumentParser(
+            prog="python -m bench",
+            description="Benchmark the bot against a bare Bolt app; writes bench/RESULTS.md.",
+        )
+        parser.add_argument(
+            "--quick", action="store_true", help="a few requests each: checks that it runs"
+        )
+        parser.add_argument(
+            "--no-write", dest="write", action="store_false", help="do not write RESULTS.md"
+        )
+        parser.add_argument("--json", dest="json_path", type=Path, help="also write JSON here")
+        parser.add_argument(
+            "--requests", type=int, help="requests per kind and concurrency (default 500)"
+        )
+        args = parser.parse_args(argv)
+        if args.quick:
+            requests = args.requests or 4
+            return cls(True, args.write, args.json_path, requests, 2, 1, 3, 6, 2, 40, 5)
+        requests = args.requests or 500
+        if requests < 1:
+            parser.error("--requests must be at least 1")
+        return cls(
+            False,
+            args.write,
+            args.json_path,
+            requests,
+            warmup=50,
+            rounds=4,
+            flow_c1=200,
+            flow_c32=requests,
+            redis_runs=15,
+            schedule_sample=1000,
+            schedule_repeats=200,
+        )
+
+
+class Outcomes:
+    """Futures for the outcome message of each request the bench approved."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, asyncio.Future[tuple[str, float]]] = {}
+        self.unexpected = 0
+
+    def expect(self, request_id: str) -> asyncio.Future[tuple[str, float]]:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") != "result":
+            return
+        future = self._waiting.pop(str(event["request_id"]), None)
+        if future is None or future.done():
+            self.unexpected += 1
+            return
+        future.set_result((str(event["header"]), float(event["t"])))
+
+    async def wait_all(self, futures: Sequence[asyncio.Future[tuple[str, float]]]) -> int:
+        """Wait (bounded) for these outcomes; how many were not a created policy."""
+        if not futures:
+            return 0
+        done, pending = await asyncio.wait(futures, timeout=RESULT_TIMEOUT)
+        failed = len(pending)
+        for future in done:
+            header, _ = future.result()
+            failed += header != CREATED_HEADER
+        for future in pending:
+            future.cancel()
+        return failed
+
+
+@dataclass
+class Bench:
+    options: Options
+    procs: Processes
+    host: FakesHost
+    outcomes: Outcomes
+    info: dict[str, Any]
+    secret: str
+    redis_url: str
+    results: Results
+    prepared_requests: int = 0
+
+    # --- processes -------------------------------------------------------------------------
+
+    def bot_env(self, port: int, redis_url: str) -> dict[str, str]:
+        return child_env(
+            {
+                "SLACK_BOT_TOKEN": str(self.info["bot_token"]),
+                "SLACK_SIGNING_SECRET": self.secret,
+                "SLACK_API_URL": str(self.info["slack_url"]),
+                "CSE_ENDPOINT": str(self.info["cse_url"]),
+                "CSE_AUTH_TOKEN": str(self.info["cse_token"]),
+                "CSE_ENGINES": f"prod={self.info['engine_id']}",
+                "REDIS_URL": redis_url,
+                "REDIS_PREFIX": f"bench-{secrets.token_hex(4)}",
+                "PORT": str(port),
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+
+    def start_bot(self, name: str, redis_url: str) -> tuple[Child, App, float]:
+        port = free_port()
+        child = self.procs.spawn(
+            name, python_argv("-m", "bot", "run"), self.bot_env(port, redis_url)
+        )
+        base = f"http://{LOOPBACK}:{port}"
+        try:
+            seconds = wait_http_ok(child, f"{base}/healthz", STARTUP_TIMEOUT)
+        except BenchError:
+            self.procs.stop(child)
+            raise
+        return child, App("bot", base, self.secret), seconds
+
+    def start_bare(self) -> tuple[Child, App, float]:
+        port = free_port()
+        env = self.bot_env(port, self.redis_url)
+        child = self.procs.spawn("bare", python_argv("-m", "bench.bare_app"), env)
+        base = f"http://{LOOPBACK}:{port}"
+        seconds = wait_http_ok(child, f"{base}/healthz", STARTUP_TIMEOUT)
+        return child, App("bare", base, self.secret), seconds
+
+    # --- preparation, through the bot --------------------------------------------------------
+
+    async def payloads(self, op: str, **args: Any) -> list[Payload]:
+        return [Payload.from_json(p) for p in await self.host.call(op, **args)]
+
+    async def make_pending(self, n: int) -> list[str]:
+        ids: list[str] = await self.host.call(
+            "make_pending", n=n, concurrency=self.options.prepare_concurrency
+        )
+        self.prepared_requests += 2 * n
+        return ids
+
+    async def prepare(self, n: int) -> tuple[dict[str, list[Payload]], list[str]]:
+        """`n` payloads of every kind (approvals of distinct pending requests), and the ids of
+        those requests."""
+        kinds: dict[str, list[Payload]] = {}
+        for kind, text in COMMAND_TEXTS.items():
+            kinds[kind] = await self.payloads("build_commands", text=text, n=n)
+        kinds["view_submission"] = await self.payloads(
+            "build_view_submissions", n=n, concurrency=self.options.prepare_concurrency
+        )
+        self.prepared_requests += n
+        ids = await self.make_pending(n)
+        kinds["approve"] = await self.payloads("build_approvals", request_ids=ids)
+        return kinds, ids
+
+    # --- measuring -------------------------------------------------------------------------
+
+    async def ack_phases(self, bot: App, bare: App) -> None:
+        opts = self.options
+        n = opts.requests
+        total = opts.warmup + n * len(CONCURRENCY)
+        progress(f"preparing {total} requests of each kind through the bot")
+        payloads, approve_ids = await self.prepare(total)
+        approve_futures = [self.outcomes.expect(i) for i in approve_ids]
+
+        progress("warm-up")
+        for kind, _ in KINDS:
+            warm = payloads[kind][: opts.warmup]
+            await closed_loop(len(warm), 8, sender(bot, warm))
+            await closed_loop(len(warm), 8, sender(bare, warm))
+        await self.outcomes.wait_all(approve_futures[: opts.warmup])
+
+        start = opts.warmup
+        for concurrency in CONCURRENCY:
+            for kind, _ in KINDS:
+                chunk = payloads[kind][start : start + n]
+                progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} requests each")
+                bot_times, bare_times = await interleaved(
+                    bot, chunk, bare, chunk, concurrency, opts.rounds
+                )
+                self.results.ack.append(
+                    AckRow(kind, concurrency, Summary.of(bot_times), Summary.of(bare_times))
+                )
+                if kind == "approve":
+                    failed = await self.outcomes.wait_all(approve_futures[start : start + n])
+                    if failed:
+                        self.results.notes.append(
+                            f"{failed} of the {len(chunk)} approvals clicked at concurrency "
+                            f"{concurrency} did not end in a created policy"
+                        )
+                await asyncio.sleep(0.2)  # let the bot finish what it does after acking
+            start += n
+
+    async def bare_only(self, bare: App) -> None:
+        """The bare app's rows when the bot cannot run (its payloads built without the bot)."""
+        n = self.options.requests
+        for concurrency in CONCURRENCY:
+            for kind, _ in KINDS:
+                if kind not in COMMAND_TEXTS:  # its payloads come from the bot's own views
+                    self.results.ack.append(AckRow(kind, concurrency, None, None))
+                    continue
+                chunk = await self.payloads("build_commands", text=COMMAND_TEXTS[kind], n=n)
+                times, _ = await closed_loop(n, concurrency, sender(bare, chunk))
+                self.results.ack.append(AckRow(kind, concurrency, None, Summary.of(times)))
+
+    async def full_flow(self, bot: App) -> None:
+        opts = self.options
+        await self.host.call("cse_delay", seconds=CSE_DELAY)
+        warm = min(5, opts.flow_c1)
+        progress(f"preparing {warm + opts.flow_c1 + opts.flow_c32} pending requests")
+        ids = await self.make_pending(warm + opts.flow_c1 + opts.flow_c32)
+        payloads = await self.payloads("build_approvals", request_ids=ids)
+        groups = [(1, 0, warm), (1, warm, warm + opts.flow_c1)]
+        groups.append((32, warm + opts.flow_c1, len(ids)))
+        for index, (concurrency, first, last) in enumerate(groups):
+            if index:
+                progress(f"full flow at concurrency {concurrency}: {last - first} approvals")
+            failures = 0
+
+            async def one(i: int, first: int = first) -> float:
+                nonlocal failures
+                future = self.outcomes.expect(ids[first + i])
+                sent = time.monotonic()
+                await bot.send(payloads[first + i])
+                try:
+                    header, arrived = await asyncio.wait_for(future, RESULT_TIMEOUT)
+                except TimeoutError:
+                    failures += 1
+                    return RESULT_TIMEOUT
+                failures += header != CREATED_HEADER
+                return arrived - sent
+
+            latencies, wall = await closed_loop(last - first, concurrency, one)
+            if index == 0:
+                continue  # warm-up
+            self.results.flow.append(
+                FlowRow(
+                    concurrency, Summary.of(latencies), len(latencies) / wall, CSE_DELAY, failures
+                )
+            )
+            if failures:
+                self.results.notes.append(
+                    f"full flow at concurrency {concurrency}: {failures} of {len(latencies)} "
+                    "approvals did not end in a created policy within "
+                    f"{RESULT_TIMEOUT:.0f} s"
+                )
+
+    async def top_up(self, bot: App, served: int) -> None:
+        """Help commands until the bot has answered at least RSS_AFTER requests."""
+        missing = RSS_AFTER - served
+        if missing <= 0:
+            return
+        progress(f"{missing} more requests before reading the bot's memory")
+        chunk = await self.payloads("build_commands", text="help", n=missing)
+        await closed_loop(len(chunk), 16, sender(bot, chunk))
+
+    async def redis_cost(self) -> None:
+        """Whole requests one at a time through a bot behind the counting proxy."""
+        assert self.results.redis == []
+        host, port = _redis_address(self.redis_url)
+        proxy = CountingProxy(host, port)
+        await proxy.start()
+        stats = redis.from_url(self.redis_url)
+        child: Child | None = None
+        app: App | None = None
+        try:
+            child, app, _ = self.start_bot("bot-redis", proxy.url)
+            await self.host.call("configure", app_url=app.base_url, secret=self.secret)
+            await self.host.call("cse_delay", seconds=CSE_DELAY)
+            await settle(stats)
+            before = sum((await commandstats(stats)).values())
+            await asyncio.sleep(1.0)
+            idle = sum((await commandstats(stats)).values()) - before
+            self.results.redis_idle_per_s = float(idle)
+
+            async def snapshot() -> tuple[dict[str, int], Any]:
+                await settle(stats)
+                return await commandstats(stats), proxy.counts()
+
+            modal_runs: list[list[tuple[str, dict[str, int], Any]]] = []
+            quick_runs: list[list[tuple[str, dict[str, int], Any]]] = []
+            for run in range(self.options.redis_runs):
+                progress(f"Redis cost: whole request {run + 1} of {self.options.redis_runs}")
+                opened = await self.host.call("step_open_modal")
+                steps = []
+                s0 = await snapshot()
+                answer = await self.host.call("step_submit_form", **opened)
+                if answer.get("response_action") != "update":
+                    raise BenchError(f"the form's first submit answered {answer}")
+                s1 = await snapshot()
+                request_id = await self.host.call("step_confirm", **opened)
+                s2 = await snapshot()
+                await self.approve_and_wait(request_id)
+                s3 = await snapshot()
+                for name, a, b in (
+                    ("submit form", s0, s1),
+                    ("request approval", s1, s2),
+                    ("approve → created", s2, s3),
+                ):
+                    steps.append((name, delta(b[0], a[0]), b[1].minus(a[1])))
+                modal_runs.append(steps)
+
+                q0 = await snapshot()
+                made = await self.host.call("step_quick_create")
+                q1 = await snapshot()
+                await self.approve_and_wait(str(made["request_id"]))
+                q2 = await snapshot()
+                quick_runs.append(
+                    [
+                        ("create + request approval", delta(q1[0], q0[0]), q1[1].minus(q0[1])),
+                        ("approve → created", delta(q2[0], q1[0]), q2[1].minus(q1[1])),
+                    ]
+                )
+            self.results.redis.append(
+                _redis_path("modal path (first submit → created)", modal_runs)
+            )
+            self.results.redis.append(_redis_path("quick path (command → created)", quick_runs))
+        finally:
+            if app is not None:
+                await app.close()
+            if child is not None:
+                self.procs.stop(child)
+            await stats.aclose()
+            await proxy.close()
+
+    async def approve_and_wait(self, request_id: str) -> None:
+        future = self.outcomes.expect(request_id)
+        status = await self.host.call("step_approve", request_id=request_id)
+        if status != 200:
+            raise BenchError(f"Approve answered HTTP {status}")
+        header, _ = await asyncio.wait_for(future, RESULT_TIMEOUT)
+        if header != CREATED_HEADER:
+            raise BenchError(f"the approval of {request_id} ended in {header!r}")
+
+
+def _redis_address(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or LOOPBACK, parts.port or 6379
+
+
+def _redis_path(name: str, runs: list[list[tuple[str, dict[str, int], Any]]]) -> RedisPath:
+    totals = [
+        (
+            sum(sum(c.values()) for _, c, _ in run),
+            sum(p.commands for _, _, p in run),
+            sum(p.round_trips for _, _, p in run),
+            index,
+        )
+        for index, run in enumerate(runs)
+    ]
+    by_trips = sorted(totals, key=lambda t: (t[2], t[0]))
+    median_run = runs[by_trips[len(by_trips) // 2][3]]
+    breakdown: dict[str, int] = {}
+    for _, counts, _ in median_run:
+        for command, calls in counts.items():
+            breakdown[command] = breakdown.get(command, 0) + calls
+    steps = []
+    for position, (step_name, _, _) in enumerate(runs[0]):
+        steps.append(
+            RedisStep(
+                step_name,
+                int(statistics.median(sum(run[position][1].values()) for run in runs)),
+                int(statistics.median(run[position][2].commands for run in runs)),
+                int(statistics.median(run[position][2].round_trips for run in runs)),
+            )
+        )
+    return RedisPath(
+        name=name,
+        runs=len(runs),
+        steps=steps,
+        total_commands=int(statistics.median(t[0] for t in totals)),
+        total_sent=int(statistics.median(t[1] for t in totals)),
+        total_round_trips=int(statistics.median(t[2] for t in totals)),
+        max_round_trips=max(t[2] for t in totals),
+        breakdown=breakdown,
+    )
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+async def run(options: Options) -> Results:
+    results = Results(
+        mode="quick" if options.quick else "full",
+        machine=Machine.describe(),
+        requests_per_kind=options.requests,
+    )
+    progress("schedule engine")
+    results.schedule = time_chosen(options.schedule_repeats)
+    results.sample = worst_over_sample(options.schedule_sample)
+
+    outcomes = Outcomes()
+    with Processes() as procs:
+        host = FakesHost(procs, outcomes.on_event)
+        try:
+            redis_url = os.environ.get("REDIS_URL") or start_redis(procs).url
+            if os.environ.get("REDIS_URL"):
+                results.notes.append(
+                    "REDIS_URL was given: Redis command counts include any other traffic on it"
+                )
+            await host.start()
+            info = await host.call("info")
+            bench = Bench(
+                options, procs, host, outcomes, info, secrets.token_hex(16), redis_url, results
+            )
+            await measure(bench)
+        finally:
+            await host.close()
+    return results
+
+
+async def measure(bench: Bench) -> None:
+    results = bench.results
+    progress("starting the bare app and the bot")
+    bare_child, bare, results.startup_bare = bench.start_bare()
+    bot: App | None = None
+    bot_child: Child | None = None
+    try:
+        try:
+            bot_child, bot, results.startup_bot = bench.start_bot("bot", bench.redis_url)
+        except BenchError as exc:
+            results.bot_error = str(exc)
+            results.notes.append(f"bot not available: {_first_lines(str(exc))}")
+            progress(f"bot not available: {_first_lines(str(exc))}")
+        if bot is None or bot_child is None:
+            await bench.host.call("configure", app_url=bare.base_url, secret=bench.secret)
+            await bench.bare_only(bare)
+            results.rss_bare = rss_bytes(bare_child.pid)
+            return
+        await bench.host.call("configure", app_url=bot.base_url, secret=bench.secret)
+        await bench.host.call("cse_delay", seconds=CSE_DELAY)
+        await bench.ack_phases(bot, bare)
+        served = bot.sent + bench.prepared_requests
+        if served >= RSS_AFTER:
+            results.rss_bot, results.rss_bot_after = rss_bytes(bot_child.pid), served
+        await bench.full_flow(bot)
+        served = bot.sent + bench.prepared_requests
+        if results.rss_bot is None:
+            await bench.top_up(bot, served)
+            served = bot.sent + bench.prepared_requests
+            results.rss_bot, results.rss_bot_after = rss_bytes(bot_child.pid), served
+        results.rss_bot_end, results.rss_bot_end_after = rss_bytes(bot_child.pid), served
+        results.rss_bare = rss_bytes(bare_child.pid)
+        results.slack_calls = await bench.host.call("slack_calls")
+    finally:
+        await bare.close()
+        if bot is not None:
+            await bot.close()
+        if bot_child is not None:
+            bench.procs.stop(bot_child)
+        bench.procs.stop(bare_child)
+    try:
+        await bench.redis_cost()
+    except BenchError as exc:
+        results.redis_error = _first_lines(str(exc))
+        results.notes.append(f"Redis cost not measured: {results.redis_error}")
+
+
+def _first_lines(text: str, count: int = 3) -> str:
+    return " ".join(text.strip().splitlines()[:count])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = Options.parse(argv)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through every finally, which stops the children
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        results = asyncio.run(run(options))
+    except KeyboardInterrupt:
+        print("[bench] interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"[bench] failed: {exc}", file=sys.stderr)
+        return 1
+    print(console_table(results))
+    for note in results.notes:
+        print(f"note: {note}")
+    if options.json_path is not None:
+        write_json(results, options.json_path)
+    if options.write:
+        path = PROJECT_ROOT / "bench" / "RESULTS.md"
+        write_results_md(results, path)
+        print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    return 0
