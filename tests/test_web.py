@@ -104,14 +104,16 @@ async def _serve(app: web.Application) -> AsyncIterator[str]:
 async def test_readyz_names_redis_when_it_does_not_answer() -> None:
     store = open_store("redis://127.0.0.1:1/0", "test-down", socket_timeout=0.5)
     try:
-        async with _serve(build_web_app(None, Readiness(store))) as url:
-            async with httpx.AsyncClient(base_url=url) as http:
-                ready = await http.get("/readyz")
-                assert ready.status_code == 503
-                body = ready.json()
-                assert body["failed"] == ["redis"]
-                assert body["status"] == "unavailable"
-                assert (await http.get("/healthz")).status_code == 200
+        async with (
+            _serve(build_web_app(None, Readiness(store))) as url,
+            httpx.AsyncClient(base_url=url) as http,
+        ):
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            body = ready.json()
+            assert body["failed"] == ["redis"]
+            assert body["status"] == "unavailable"
+            assert (await http.get("/healthz")).status_code == 200
     finally:
         await store.aclose()
 
@@ -125,15 +127,17 @@ async def test_socket_mode_readiness_and_no_events_route() -> None:
 
     try:
         readiness = Readiness(store, socket_connected=is_connected)
-        async with _serve(build_web_app(None, readiness)) as url:
-            async with httpx.AsyncClient(base_url=url) as http:
-                ready = await http.get("/readyz")
-                assert ready.status_code == 503
-                assert json.loads(ready.text)["failed"] == ["socket_mode"]
-                connected = True
-                assert (await http.get("/readyz")).status_code == 200
-                # Socket Mode: Slack requests never arrive over HTTP, so none are accepted.
-                events = await http.post("/slack/events", content=urlencode(COMMAND))
-                assert events.status_code in (404, 405)
+        async with (
+            _serve(build_web_app(None, readiness)) as url,
+            httpx.AsyncClient(base_url=url) as http,
+        ):
+            ready = await http.get("/readyz")
+            assert ready.status_code == 503
+            assert json.loads(ready.text)["failed"] == ["socket_mode"]
+            connected = True
+            assert (await http.get("/readyz")).status_code == 200
+            # Socket Mode: Slack requests never arrive over HTTP, so none are accepted.
+            events = await http.post("/slack/events", content=urlencode(COMMAND))
+            assert events.status_code in (404, 405)
     finally:
         await store.aclose()
