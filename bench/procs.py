@@ -101,6 +101,7 @@ class Processes:
 
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="cse-bench-")))
     children: list[Child] = field(default_factory=list)
+    spawned: dict[str, int] = field(default_factory=dict)  # name -> pid, of every child ever
 
     def spawn(
         self,
@@ -127,6 +128,7 @@ class Processes:
         log.close()
         child = Child(name, process, started, log_path)
         self.children.append(child)
+        self.spawned[name] = process.pid
         return child
 
     def stop(self, child: Child, grace: float = 5.0) -> None:

@@ -150,6 +150,7 @@ class Results:
     rss_bot_end_after: int = 0
     rss_bare: int | None = None
     slack_calls: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, int] = field(default_factory=dict)  # name -> pid, all stopped at the end
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:

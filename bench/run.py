@@ -490,6 +490,7 @@ async def run(options: Options) -> Results:
             await measure(bench)
         finally:
             await host.close()
+            results.processes = dict(procs.spawned)
     return results
 
 
