@@ -176,12 +176,12 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
         await harness.driver.aclose()
         await harness.cse_client.aclose()
         await harness.store.aclose()
-        await _drop_prefix(prefix)
+        await drop_prefix(prefix)
         cse.stop()
         fake.stop()
 
 
-async def _drop_prefix(prefix: str) -> None:
+async def drop_prefix(prefix: str) -> None:
     client = aioredis.from_url(REDIS_URL)
     try:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=500)]
