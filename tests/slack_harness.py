@@ -26,7 +26,7 @@ from bot.settings import Settings
 from bot.store import RequestStore, open_store
 from bot.web import Readiness, build_web_app
 from tests.fakes.cse_server import FakeCse
-from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_api import FakeSlack, Message
 from tests.fakes.slack_driver import SlackDriver
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -91,23 +91,15 @@ class Harness:
         channel: str = CHANNEL,
     ) -> str:
         """The quick path to a posted approval message; returns the request id."""
+        where = self.settings.approval_channel or channel
+        before = {m.ts for m in self.fake.messages(where)}
         await self.driver.command(user, channel, text)
         confirmation = await self.driver.wait_for_ephemeral(user, "Request approval")
         await self.driver.click(user, "Request approval", message=confirmation)
-        where = self.settings.approval_channel or channel
-        message = await self.driver.wait_for_message("Approve", channel=where)
-        call = await self.fake.async_wait_for(
-            "chat.postMessage", lambda c: c.args.get("channel") == where
-        )
-        del call
-        for block in message.blocks:
-            if block.get("type") == "actions":
-                for element in block.get("elements", []):
-                    if element.get("value", "").startswith("bkp-"):
-                        request_id: str = element["value"]
-                        await self.wait_stored(request_id, lambda r: r.message_ts is not None)
-                        return request_id
-        raise AssertionError("no request id in the approval message")
+        message = await new_approval_message(self.fake, where, before)
+        request_id = approval_request_id(message)
+        await self.wait_stored(request_id, lambda r: r.message_ts is not None)
+        return request_id
 
     async def wait_stored(self, request_id: str, predicate: Any, timeout: float = 5.0) -> Any:
         deadline = asyncio.get_running_loop().time() + timeout
@@ -118,6 +110,30 @@ class Harness:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{request_id} never reached the expected state: {request}")
             await asyncio.sleep(0.02)
+
+
+async def new_approval_message(fake: FakeSlack, channel: str, before: set[str]) -> Message:
+    """The first approval message in `channel` posted after the messages `before` (by ts)."""
+
+    def found() -> list[Message]:
+        return [
+            m
+            for m in fake.messages(channel, containing="Waiting for approval")
+            if m.ts not in before
+        ]
+
+    messages = await fake.async_wait_until(found)
+    if not messages:
+        raise AssertionError(f"no new approval message in {channel}")
+    return messages[0]
+
+
+def approval_request_id(message: Message) -> str:
+    for block in message.blocks:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if str(element.get("value", "")).startswith("bkp-"):
+                return str(element["value"])
+    raise AssertionError("no request id in the approval message")
 
 
 async def serve(bot: Bot, store: RequestStore) -> tuple[web.AppRunner, str]:

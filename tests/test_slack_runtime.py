@@ -29,6 +29,7 @@ from tests.slack_harness import (
     REDIS_URL,
     SIGNING_SECRET,
     drop_prefix,
+    new_approval_message,
 )
 
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
@@ -55,12 +56,12 @@ async def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 async def _request_and_click(driver: SlackDriver, fake: FakeSlack) -> None:
+    before = {m.ts for m in fake.messages(CHANNEL)}
     await driver.command(ALICE, CHANNEL, QUICK)
     confirmation = await driver.wait_for_ephemeral(ALICE, "Request approval")
     await driver.click(ALICE, "Request approval", message=confirmation)
-    approval = await driver.wait_for_message("Approve", channel=CHANNEL)
+    approval = await new_approval_message(fake, CHANNEL, before)
     await driver.click(BOB, "Approve", message=approval)
-    del fake
 
 
 async def test_run_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
