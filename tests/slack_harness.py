@@ -69,6 +69,8 @@ class Harness:
     clock: Clock
     url: str
     extra_runners: list[web.AppRunner] = field(default_factory=list)
+    extra_stores: list[RequestStore] = field(default_factory=list)
+    extra_drivers: list[SlackDriver] = field(default_factory=list)
 
     @property
     def flow(self) -> Any:
@@ -83,6 +85,17 @@ class Harness:
         self.bot = build_bot(self.settings, store=self.store, cse=self.cse_client, clock=self.clock)
         self.runner, self.url = await serve(self.bot, self.store)
         self.driver = SlackDriver(self.url, SIGNING_SECRET, self.fake)
+
+    async def replica(self) -> tuple[Bot, SlackDriver]:
+        """A second bot over the same Redis prefix (another replica), with its own web server."""
+        store = open_store(self.settings.redis_url, self.settings.redis_prefix)
+        bot = build_bot(self.settings, store=store, cse=self.cse_client, clock=self.clock)
+        runner, url = await serve(bot, store)
+        self.extra_runners.append(runner)
+        self.extra_stores.append(store)
+        driver = SlackDriver(url, SIGNING_SECRET, self.fake)
+        self.extra_drivers.append(driver)
+        return bot, driver
 
     async def create_request(
         self,
@@ -188,6 +201,12 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
     try:
         yield harness
     finally:
+        for runner in harness.extra_runners:
+            await runner.cleanup()
+        for extra_driver in harness.extra_drivers:
+            await extra_driver.aclose()
+        for extra_store in harness.extra_stores:
+            await extra_store.aclose()
         await harness.runner.cleanup()
         await harness.driver.aclose()
         await harness.cse_client.aclose()
