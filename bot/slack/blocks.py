@@ -51,11 +51,8 @@ def md(text: str) -> MarkdownTextObject:
     return MarkdownTextObject(text=clip(text, SECTION_LIMIT))
 
 
-def section(text: str, fields: list[str] | None = None) -> SectionBlock:
-    return SectionBlock(
-        text=md(text) if text else None,
-        fields=[MarkdownTextObject(text=clip(f, FIELD_LIMIT)) for f in fields] if fields else None,
-    )
+def section(text: str) -> SectionBlock:
+    return SectionBlock(text=md(text))
 
 
 def fields_section(fields: list[str]) -> SectionBlock:
@@ -105,10 +102,6 @@ def run_lines(runs: list[datetime], zone: ZoneInfo, user_zone: ZoneInfo | None) 
             line += f"  (your time: {wall(run, other)})"
         lines.append(line)
     return lines
-
-
-def schedule_summary(expression: str, description: str) -> str:
-    return f"{code(expression)}\n{escape(description)}"
 
 
 def preview_blocks(

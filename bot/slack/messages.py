@@ -94,13 +94,12 @@ def outcome_line(request: BackupRequest) -> str:
     """One line saying where the request stands, for the approval and status messages."""
     match request.state:
         case State.PENDING:
-            got = len(request.approvals)
             line = (
-                f":hourglass_flowing_sand: Waiting for approval: {got} of "
-                f"{request.required_approvals}"
+                f":hourglass_flowing_sand: Waiting for approval: {len(request.approvals)} of "
+                f"{request.required_approvals} approval{'s' * (request.required_approvals != 1)}"
             )
             if request.approvals:
-                line += f" ({_approved_by(request)})"
+                line += f": {_approved_by(request)}"
             return line + f". Expires {slack_date(request.expires_at)}."
         case State.APPROVED:
             return f":gear: Approved by {_approved_by(request)}; creating the policy in CSE…"

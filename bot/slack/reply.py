@@ -16,12 +16,26 @@ from bot.slack.blocks import Message
 log = logging.getLogger("bot.slack.reply")
 
 
+KINDS = frozenset(
+    {
+        "block_actions",
+        "block_suggestion",
+        "view_submission",
+        "view_closed",
+        "shortcut",
+        "message_action",
+        "event_callback",
+        "url_verification",
+    }
+)
+
+
 def payload_kind(body: dict[str, Any]) -> str:
-    """command, block_actions, view_submission, block_suggestion, event_callback, shortcut..."""
+    """What kind of interaction a payload is (a fixed vocabulary: a metrics label)."""
     if "command" in body:
         return "command"
     kind = body.get("type")
-    return str(kind) if kind else "unknown"
+    return kind if isinstance(kind, str) and kind in KINDS else "other"
 
 
 def user_of(body: dict[str, Any]) -> str:
