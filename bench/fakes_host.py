@@ -40,6 +40,7 @@ MENTION = re.compile(r"<@([UW][A-Z0-9]+)>")
 APPROVAL_HEADER = "CSE backup policy request"
 RESULT_HEADER = "CSE backup policy"
 WAIT = 30.0  # seconds: the longest any preparation step waits for the bot
+TEAM = 16  # requesters in the timed phases; also the most preparation steps run at once
 QUICK_CREATE = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="bench"'
 
 _out_lock = threading.Lock()
@@ -147,6 +148,9 @@ class Host:
         self.capture_log = Capture()
         self.capture: SlackDriver | None = None
         self.users = 0
+        # The people who use the bot in the timed phases: a small team, each person many times
+        # (as in real use, so per-user caches are warm after the warm-up).
+        self.team = [self.new_user() for _ in range(TEAM)]
 
     def start(self) -> None:
         self.slack.start()
@@ -192,11 +196,11 @@ class Host:
         return self.driver, self.capture
 
     async def op_build_commands(self, text: str, n: int) -> list[JSON]:
-        """`n` slash-command payloads, each from a fresh user with its own response_url."""
+        """`n` slash-command payloads, from the team in turn, each with its own response_url."""
         _, capture = self._drivers()
         payloads = []
-        for _ in range(n):
-            await capture.command(self.new_user(), CHANNEL, text)
+        for index in range(n):
+            await capture.command(self.team[index % TEAM], CHANNEL, text)
             payloads.append(self.capture_log.take())
         return payloads
 
@@ -224,18 +228,17 @@ class Host:
         view_id: str = await until(opened, "the create modal (views.open)")
         return view_id
 
-    async def op_build_view_submissions(self, n: int, concurrency: int) -> list[JSON]:
+    async def op_build_view_submissions(self, n: int) -> list[JSON]:
         """`n` first submissions of the form, each of a modal the bot really opened."""
         _, capture = self._drivers()
         payloads: list[JSON] = []
 
-        async def one() -> None:
-            user = self.new_user()
+        async def one(user: str) -> None:
             view_id = await self.open_modal(user)
             await capture.submit_view(user, view_id, self.form_values())
             payloads.append(self.capture_log.take())
 
-        await _bounded(n, concurrency, one)
+        await _by_team(n, self.team, one)
         return payloads
 
     async def make_pending(self, user: str) -> str:
@@ -261,21 +264,25 @@ class Host:
         if shown is None:
             seen = [e.all_text[:200] for e in self.slack.ephemerals(user=user)]
             raise RuntimeError(f"no quick-path confirmation; {user} sees {seen}")
+        before = self.slack.approval_of.get(user)
         response = await driver.click(user, "Request approval", message=shown)
         if response.status_code != 200:
             raise RuntimeError(f"Request approval answered HTTP {response.status_code}")
-        request_id: str = await until(
-            lambda: self.slack.approval_of.get(user), "the approval message"
-        )
+
+        def posted() -> str | None:
+            latest = self.slack.approval_of.get(user)
+            return latest if latest != before else None
+
+        request_id: str = await until(posted, "the approval message")
         return request_id
 
-    async def op_make_pending(self, n: int, concurrency: int) -> list[str]:
+    async def op_make_pending(self, n: int) -> list[str]:
         ids: list[str] = []
 
-        async def one() -> None:
-            ids.append(await self.make_pending(self.new_user()))
+        async def one(user: str) -> None:
+            ids.append(await self.make_pending(user))
 
-        await _bounded(n, concurrency, one)
+        await _by_team(n, self.team, one)
         return ids
 
     async def op_build_approvals(self, request_ids: list[str]) -> list[JSON]:
@@ -327,16 +334,17 @@ class Host:
         return counts
 
 
-async def _bounded(n: int, concurrency: int, one: Callable[[], Awaitable[None]]) -> None:
+async def _by_team(n: int, team: list[str], one: Callable[[str], Awaitable[None]]) -> None:
+    """`one(user)` n times, each member of the team doing one step at a time."""
     remaining = n
 
-    async def worker() -> None:
+    async def member(user: str) -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            await one()
+            await one(user)
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, n)))))
+    await asyncio.gather(*(member(user) for user in team[: max(1, min(len(team), n))]))
 
 
 async def serve() -> None:

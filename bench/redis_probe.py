@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 
@@ -58,10 +58,13 @@ async def settle(client: redis.Redis, quiet: float = 0.15, timeout: float = 5.0)
 
 
 class RespCounter:
-    """Counts the commands in a client→server RESP stream (arrays of bulk strings)."""
+    """Counts the commands in a client→server RESP stream (arrays of bulk strings) and notes
+    their names, in order, into `names` (shared by every connection of a proxy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: list[str] | None = None) -> None:
         self.commands = 0
+        self.names = names if names is not None else []
+        self._name_pending = False  # the next bulk string is a command's name
         self._buffer = bytearray()
         self._elements = 0  # bulk strings still expected in the current command
         self._bulk: int | None = None  # length of the bulk string being read
@@ -75,6 +78,9 @@ class RespCounter:
             if self._bulk is not None:
                 if len(buf) - pos < self._bulk + 2:
                     break
+                if self._name_pending:
+                    self.names.append(bytes(buf[pos : pos + self._bulk]).decode("latin-1").upper())
+                    self._name_pending = False
                 pos += self._bulk + 2
                 self._bulk = None
                 self._elements -= 1
@@ -88,7 +94,9 @@ class RespCounter:
                 self.commands += 1
                 if line.startswith(b"*"):
                     self._elements = int(line[1:])
-                # else: an inline command, one line
+                    self._name_pending = self._elements > 0
+                else:  # an inline command, one line
+                    self.names.append(line.split(b" ", 1)[0].decode("latin-1").upper())
             elif line.startswith(b"$"):
                 length = int(line[1:])
                 if length >= 0:
@@ -105,18 +113,20 @@ class Counts:
     round_trips: int = 0
     commands: int = 0
     connections: int = 0
+    names_seen: int = 0  # how many command names the proxy had noted
 
     def minus(self, other: Counts) -> Counts:
         return Counts(
             self.round_trips - other.round_trips,
             self.commands - other.commands,
             self.connections - other.connections,
+            self.names_seen - other.names_seen,
         )
 
 
 @dataclass
 class _Connection:
-    parser: RespCounter = field(default_factory=RespCounter)
+    parser: RespCounter
     waiting: bool = False  # the client has sent and Redis has not answered since
     round_trips: int = 0
 
@@ -128,6 +138,7 @@ class CountingProxy:
         self.target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._connections: list[_Connection] = []
+        self.names: list[str] = []  # every command the bot sent, in order of arrival
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
 
@@ -144,6 +155,7 @@ class CountingProxy:
             round_trips=sum(c.round_trips for c in self._connections),
             commands=sum(c.parser.commands for c in self._connections),
             connections=len(self._connections),
+            names_seen=len(self.names),
         )
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -152,7 +164,7 @@ class CountingProxy:
         except OSError:
             writer.close()
             return
-        connection = _Connection()
+        connection = _Connection(RespCounter(self.names))
         self._connections.append(connection)
 
         async def upstream() -> None:  # bot -> Redis

@@ -69,9 +69,12 @@ class FlowRow:
 @dataclass
 class RedisStep:
     name: str
-    commands: int  # executed by Redis, Lua-internal included (median over runs)
+    commands: int  # executed by Redis, Lua-internal included (median over clean runs)
     sent: int  # commands the bot sent (median)
     round_trips: int  # (median)
+    max_round_trips: int  # the most in a clean run
+    clean_runs: int  # runs the background sweep did not touch (0: none was clean)
+    sequence: list[str]  # the commands sent in a typical clean run, in order
 
 
 @dataclass
@@ -79,11 +82,11 @@ class RedisPath:
     name: str
     runs: int
     steps: list[RedisStep]
-    total_commands: int  # medians of the per-run totals
+    total_commands: int  # sums of the steps' medians
     total_sent: int
     total_round_trips: int
-    max_round_trips: int
-    breakdown: dict[str, int]  # commandstats of the median run, by command
+    max_round_trips: int  # sum of the steps' maxima
+    breakdown: dict[str, int]  # commandstats of a typical run, by command (Lua-internal too)
 
 
 @dataclass
@@ -525,10 +528,16 @@ def results_markdown(results: Results, kept_notes: str = "") -> str:
     if results.notes:
         lines += ["Notes from this run:", "", *[f"- {n}" for n in results.notes], ""]
     if results.redis:
-        lines += ["Redis commands of a whole request (median run), by command:", ""]
+        lines += ["Redis, step by step (commands the bot sent in a typical run, in order):", ""]
         for path in results.redis:
             spread = ", ".join(f"{k} {v}" for k, v in path.breakdown.items())
-            lines.append(f"- {path.name}: {spread}")
+            lines.append(f"- {path.name}; executed by Redis, by command: {spread}")
+            for step in path.steps:
+                sent = " → ".join(step.sequence) or "nothing"
+                lines.append(
+                    f"  - {step.name}: {sent} ({step.round_trips} round trips; "
+                    f"{step.clean_runs} of {path.runs} runs free of the background sweep)"
+                )
         if results.redis_idle_per_s is not None:
             lines.append(
                 f"- idle bot (background sweep): {results.redis_idle_per_s:.0f} commands per second"

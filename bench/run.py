@@ -44,7 +44,8 @@ from bench.procs import (
     start_redis,
     wait_http_ok,
 )
-from bench.redis_probe import CountingProxy, commandstats, delta, settle
+from bench.profile import recording, summarise
+from bench.redis_probe import CountingProxy, Counts, commandstats, delta, settle
 from bench.report import (
     CONCURRENCY,
     KINDS,
@@ -66,6 +67,7 @@ RESULT_TIMEOUT = 30.0  # seconds an approval may take to show its outcome
 STARTUP_TIMEOUT = 30.0
 RSS_AFTER = 1000
 QUICK_CREATE = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="bench"'
+SWEEP_COMMANDS = {"ZRANGE", "ZRANGEBYSCORE"}  # the background sweep's; no request step uses them
 COMMAND_TEXTS = {"help": "help", "preview": "preview 0 2 * * *", "create": QUICK_CREATE}
 
 
@@ -82,7 +84,7 @@ class Options:
     redis_runs: int
     schedule_sample: int
     schedule_repeats: int
-    prepare_concurrency: int = 16
+    profile_dir: Path | None = None
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None) -> Options:
@@ -100,10 +102,20 @@ class Options:
         parser.add_argument(
             "--requests", type=int, help="requests per kind and concurrency (default 500)"
         )
+        parser.add_argument(
+            "--profile",
+            dest="profile_dir",
+            type=Path,
+            help="record the bot with py-spy during the concurrency-32 phases, into this folder",
+        )
         args = parser.parse_args(argv)
+        if args.profile_dir is not None:
+            args.profile_dir.mkdir(parents=True, exist_ok=True)
         if args.quick:
             requests = args.requests or 4
-            return cls(True, args.write, args.json_path, requests, 2, 1, 3, 6, 2, 40, 5)
+            return cls(
+                True, args.write, args.json_path, requests, 2, 1, 3, 6, 2, 40, 5, args.profile_dir
+            )
         requests = args.requests or 500
         if requests < 1:
             parser.error("--requests must be at least 1")
@@ -119,6 +131,7 @@ class Options:
             redis_runs=15,
             schedule_sample=1000,
             schedule_repeats=200,
+            profile_dir=args.profile_dir,
         )
 
 
@@ -214,63 +227,84 @@ class Bench:
         return [Payload.from_json(p) for p in await self.host.call(op, **args)]
 
     async def make_pending(self, n: int) -> list[str]:
-        ids: list[str] = await self.host.call(
-            "make_pending", n=n, concurrency=self.options.prepare_concurrency
-        )
+        ids: list[str] = await self.host.call("make_pending", n=n)
         self.prepared_requests += 2 * n
         return ids
 
-    async def prepare(self, n: int) -> tuple[dict[str, list[Payload]], list[str]]:
-        """`n` payloads of every kind (approvals of distinct pending requests), and the ids of
-        those requests."""
-        kinds: dict[str, list[Payload]] = {}
-        for kind, text in COMMAND_TEXTS.items():
-            kinds[kind] = await self.payloads("build_commands", text=text, n=n)
-        kinds["view_submission"] = await self.payloads(
-            "build_view_submissions", n=n, concurrency=self.options.prepare_concurrency
-        )
-        self.prepared_requests += n
+    async def prepare(self, kind: str, n: int) -> tuple[list[Payload], list[str]]:
+        """`n` payloads of `kind`; for Approve clicks, each on a distinct request made pending
+        just now (so the bot does not carry a thousand pending requests through other phases),
+        with the ids of those requests."""
+        if kind in COMMAND_TEXTS:
+            return await self.payloads("build_commands", text=COMMAND_TEXTS[kind], n=n), []
+        if kind == "view_submission":
+            self.prepared_requests += n
+            return await self.payloads("build_view_submissions", n=n), []
         ids = await self.make_pending(n)
-        kinds["approve"] = await self.payloads("build_approvals", request_ids=ids)
-        return kinds, ids
+        return await self.payloads("build_approvals", request_ids=ids), ids
 
     # --- measuring -------------------------------------------------------------------------
 
-    async def ack_phases(self, bot: App, bare: App) -> None:
-        opts = self.options
-        n = opts.requests
-        total = opts.warmup + n * len(CONCURRENCY)
-        progress(f"preparing {total} requests of each kind through the bot")
-        payloads, approve_ids = await self.prepare(total)
-        approve_futures = [self.outcomes.expect(i) for i in approve_ids]
+    def profiling(self, pid: int, phase: str) -> contextlib.AbstractContextManager[None]:
+        if self.options.profile_dir is None:
+            return contextlib.nullcontext()
+        return recording(pid, self.options.profile_dir / f"{phase}.txt")
 
+    def summarise_profiles(self) -> None:
+        if self.options.profile_dir is None:
+            return
+        for raw in sorted(self.options.profile_dir.glob("*.txt")):
+            if raw.name.endswith(".summary.txt"):
+                continue
+            raw.with_suffix(".summary.txt").write_text(summarise(raw))
+
+    async def memory(self, bot: App, pid: int) -> None:
+        """RSS_AFTER requests of several kinds (a fifth of them whole requests made pending),
+        then the bot's resident memory."""
+        pending = RSS_AFTER // 5
+        await self.make_pending(pending // 2)
+        served = self.prepared_requests
+        per_kind = (RSS_AFTER - served) // len(COMMAND_TEXTS)
+        for index, text in enumerate(COMMAND_TEXTS.values()):
+            count = per_kind if index else RSS_AFTER - served - per_kind * (len(COMMAND_TEXTS) - 1)
+            chunk = await self.payloads("build_commands", text=text, n=count)
+            await closed_loop(len(chunk), 8, sender(bot, chunk))
+        await asyncio.sleep(0.5)  # replies after the acks
+        self.results.rss_bot = rss_bytes(pid)
+        self.results.rss_bot_after = bot.sent + self.prepared_requests
+
+    async def ack_phases(self, bot: App, bare: App, pid: int) -> None:
+        opts = self.options
         progress("warm-up")
         for kind, _ in KINDS:
-            warm = payloads[kind][: opts.warmup]
+            warm, ids = await self.prepare(kind, opts.warmup)
+            outcomes = [self.outcomes.expect(i) for i in ids]
             await closed_loop(len(warm), 8, sender(bot, warm))
             await closed_loop(len(warm), 8, sender(bare, warm))
-        await self.outcomes.wait_all(approve_futures[: opts.warmup])
+            await self.outcomes.wait_all(outcomes)
 
-        start = opts.warmup
         for concurrency in CONCURRENCY:
             for kind, _ in KINDS:
-                chunk = payloads[kind][start : start + n]
+                progress(f"ack {kind} at concurrency {concurrency}: preparing {opts.requests}")
+                chunk, ids = await self.prepare(kind, opts.requests)
+                outcomes = [self.outcomes.expect(i) for i in ids]
+                await asyncio.sleep(0.3)  # let the bot finish what preparing asked of it
                 progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} requests each")
-                bot_times, bare_times = await interleaved(
-                    bot, chunk, bare, chunk, concurrency, opts.rounds
-                )
+                profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
+                with profile if concurrency == 32 else contextlib.nullcontext():
+                    bot_times, bare_times = await interleaved(
+                        bot, chunk, bare, chunk, concurrency, opts.rounds
+                    )
                 self.results.ack.append(
                     AckRow(kind, concurrency, Summary.of(bot_times), Summary.of(bare_times))
                 )
-                if kind == "approve":
-                    failed = await self.outcomes.wait_all(approve_futures[start : start + n])
-                    if failed:
-                        self.results.notes.append(
-                            f"{failed} of the {len(chunk)} approvals clicked at concurrency "
-                            f"{concurrency} did not end in a created policy"
-                        )
-                await asyncio.sleep(0.2)  # let the bot finish what it does after acking
-            start += n
+                failed = await self.outcomes.wait_all(outcomes)
+                if failed:
+                    self.results.notes.append(
+                        f"{failed} of the {len(chunk)} approvals clicked at concurrency "
+                        f"{concurrency} did not end in a created policy"
+                    )
+                await asyncio.sleep(0.3)  # let the bot finish what it does after acking
 
     async def bare_only(self, bare: App) -> None:
         """The bare app's rows when the bot cannot run (its payloads built without the bot)."""
@@ -284,7 +318,7 @@ class Bench:
                 times, _ = await closed_loop(n, concurrency, sender(bare, chunk))
                 self.results.ack.append(AckRow(kind, concurrency, None, Summary.of(times)))
 
-    async def full_flow(self, bot: App) -> None:
+    async def full_flow(self, bot: App, pid: int) -> None:
         opts = self.options
         await self.host.call("cse_delay", seconds=CSE_DELAY)
         warm = min(5, opts.flow_c1)
@@ -311,7 +345,9 @@ class Bench:
                 failures += header != CREATED_HEADER
                 return arrived - sent
 
-            latencies, wall = await closed_loop(last - first, concurrency, one)
+            profile = self.profiling(pid, f"flow-c{concurrency}")
+            with profile if concurrency == 32 else contextlib.nullcontext():
+                latencies, wall = await closed_loop(last - first, concurrency, one)
             if index == 0:
                 continue  # warm-up
             self.results.flow.append(
@@ -325,15 +361,6 @@ class Bench:
                     "approvals did not end in a created policy within "
                     f"{RESULT_TIMEOUT:.0f} s"
                 )
-
-    async def top_up(self, bot: App, served: int) -> None:
-        """Help commands until the bot has answered at least RSS_AFTER requests."""
-        missing = RSS_AFTER - served
-        if missing <= 0:
-            return
-        progress(f"{missing} more requests before reading the bot's memory")
-        chunk = await self.payloads("build_commands", text="help", n=missing)
-        await closed_loop(len(chunk), 16, sender(bot, chunk))
 
     async def redis_cost(self) -> None:
         """Whole requests one at a time through a bot behind the counting proxy."""
@@ -354,16 +381,20 @@ class Bench:
             idle = sum((await commandstats(stats)).values()) - before
             self.results.redis_idle_per_s = float(idle)
 
-            async def snapshot() -> tuple[dict[str, int], Any]:
+            async def snapshot() -> Snapshot:
                 await settle(stats)
-                return await commandstats(stats), proxy.counts()
+                return Snapshot(await commandstats(stats), proxy.counts())
 
-            modal_runs: list[list[tuple[str, dict[str, int], Any]]] = []
-            quick_runs: list[list[tuple[str, dict[str, int], Any]]] = []
+            def step(name: str, before: Snapshot, after: Snapshot) -> StepWindow:
+                counts = after.proxy.minus(before.proxy)
+                names = proxy.names[before.proxy.names_seen : after.proxy.names_seen]
+                return StepWindow(name, delta(after.stats, before.stats), counts, names)
+
+            modal_runs: list[list[StepWindow]] = []
+            quick_runs: list[list[StepWindow]] = []
             for run in range(self.options.redis_runs):
                 progress(f"Redis cost: whole request {run + 1} of {self.options.redis_runs}")
                 opened = await self.host.call("step_open_modal")
-                steps = []
                 s0 = await snapshot()
                 answer = await self.host.call("step_submit_form", **opened)
                 if answer.get("response_action") != "update":
@@ -373,29 +404,26 @@ class Bench:
                 s2 = await snapshot()
                 await self.approve_and_wait(request_id)
                 s3 = await snapshot()
-                for name, a, b in (
-                    ("submit form", s0, s1),
-                    ("request approval", s1, s2),
-                    ("approve → created", s2, s3),
-                ):
-                    steps.append((name, delta(b[0], a[0]), b[1].minus(a[1])))
-                modal_runs.append(steps)
-
+                modal_runs.append(
+                    [
+                        step("submit form", s0, s1),
+                        step("request approval", s1, s2),
+                        step("approve → created", s2, s3),
+                    ]
+                )
                 q0 = await snapshot()
                 made = await self.host.call("step_quick_create")
                 q1 = await snapshot()
                 await self.approve_and_wait(str(made["request_id"]))
                 q2 = await snapshot()
                 quick_runs.append(
-                    [
-                        ("create + request approval", delta(q1[0], q0[0]), q1[1].minus(q0[1])),
-                        ("approve → created", delta(q2[0], q1[0]), q2[1].minus(q1[1])),
-                    ]
+                    [step("create + request approval", q0, q1), step("approve → created", q1, q2)]
                 )
-            self.results.redis.append(
-                _redis_path("modal path (first submit → created)", modal_runs)
-            )
-            self.results.redis.append(_redis_path("quick path (command → created)", quick_runs))
+            for name, runs in (
+                ("modal path (first submit → created)", modal_runs),
+                ("quick path (command → created)", quick_runs),
+            ):
+                self.results.redis.append(redis_path(name, runs))
         finally:
             if app is not None:
                 await app.close()
@@ -421,41 +449,61 @@ def _redis_address(url: str) -> tuple[str, int]:
     return parts.hostname or LOOPBACK, parts.port or 6379
 
 
-def _redis_path(name: str, runs: list[list[tuple[str, dict[str, int], Any]]]) -> RedisPath:
-    totals = [
-        (
-            sum(sum(c.values()) for _, c, _ in run),
-            sum(p.commands for _, _, p in run),
-            sum(p.round_trips for _, _, p in run),
-            index,
+@dataclass(frozen=True)
+class Snapshot:
+    stats: dict[str, int]
+    proxy: Counts
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """What one step of one request asked of Redis."""
+
+    name: str
+    stats: dict[str, int]  # commandstats delta
+    counts: Counts  # proxy delta
+    names: list[str]  # the commands the bot sent, in order
+
+    @property
+    def swept(self) -> bool:
+        """The bot's once-a-second background sweep ran inside this window."""
+        return bool(SWEEP_COMMANDS & set(self.names)) or bool(
+            SWEEP_COMMANDS & {c.upper() for c in self.stats}
         )
-        for index, run in enumerate(runs)
-    ]
-    by_trips = sorted(totals, key=lambda t: (t[2], t[0]))
-    median_run = runs[by_trips[len(by_trips) // 2][3]]
+
+
+def redis_path(name: str, runs: list[list[StepWindow]]) -> RedisPath:
+    """Per step, the median over the runs whose window the sweep did not touch; the whole
+    request is the sum of its steps."""
+    steps: list[RedisStep] = []
     breakdown: dict[str, int] = {}
-    for _, counts, _ in median_run:
-        for command, calls in counts.items():
-            breakdown[command] = breakdown.get(command, 0) + calls
-    steps = []
-    for position, (step_name, _, _) in enumerate(runs[0]):
+    for position in range(len(runs[0])):
+        windows = [run[position] for run in runs]
+        clean = [w for w in windows if not w.swept] or windows
+        trips = int(statistics.median(w.counts.round_trips for w in clean))
+        typical = next((w for w in clean if w.counts.round_trips == trips), clean[0])
         steps.append(
             RedisStep(
-                step_name,
-                int(statistics.median(sum(run[position][1].values()) for run in runs)),
-                int(statistics.median(run[position][2].commands for run in runs)),
-                int(statistics.median(run[position][2].round_trips for run in runs)),
+                windows[0].name,
+                int(statistics.median(sum(w.stats.values()) for w in clean)),
+                int(statistics.median(w.counts.commands for w in clean)),
+                trips,
+                max(w.counts.round_trips for w in clean),
+                sum(not w.swept for w in windows),
+                list(typical.names),
             )
         )
+        for command, calls in typical.stats.items():
+            breakdown[command] = breakdown.get(command, 0) + calls
     return RedisPath(
         name=name,
         runs=len(runs),
         steps=steps,
-        total_commands=int(statistics.median(t[0] for t in totals)),
-        total_sent=int(statistics.median(t[1] for t in totals)),
-        total_round_trips=int(statistics.median(t[2] for t in totals)),
-        max_round_trips=max(t[2] for t in totals),
-        breakdown=breakdown,
+        total_commands=sum(s.commands for s in steps),
+        total_sent=sum(s.sent for s in steps),
+        total_round_trips=sum(s.round_trips for s in steps),
+        max_round_trips=sum(s.max_round_trips for s in steps),
+        breakdown=dict(sorted(breakdown.items())),
     )
 
 
@@ -514,16 +562,11 @@ async def measure(bench: Bench) -> None:
             return
         await bench.host.call("configure", app_url=bot.base_url, secret=bench.secret)
         await bench.host.call("cse_delay", seconds=CSE_DELAY)
-        await bench.ack_phases(bot, bare)
+        progress(f"{RSS_AFTER} requests, then the bot's memory")
+        await bench.memory(bot, bot_child.pid)
+        await bench.ack_phases(bot, bare, bot_child.pid)
+        await bench.full_flow(bot, bot_child.pid)
         served = bot.sent + bench.prepared_requests
-        if served >= RSS_AFTER:
-            results.rss_bot, results.rss_bot_after = rss_bytes(bot_child.pid), served
-        await bench.full_flow(bot)
-        served = bot.sent + bench.prepared_requests
-        if results.rss_bot is None:
-            await bench.top_up(bot, served)
-            served = bot.sent + bench.prepared_requests
-            results.rss_bot, results.rss_bot_after = rss_bytes(bot_child.pid), served
         results.rss_bot_end, results.rss_bot_end_after = rss_bytes(bot_child.pid), served
         results.rss_bare = rss_bytes(bare_child.pid)
         results.slack_calls = await bench.host.call("slack_calls")
@@ -534,6 +577,7 @@ async def measure(bench: Bench) -> None:
         if bot_child is not None:
             bench.procs.stop(bot_child)
         bench.procs.stop(bare_child)
+        bench.summarise_profiles()
     try:
         await bench.redis_cost()
     except BenchError as exc:
