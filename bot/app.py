@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
@@ -44,7 +45,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def web_client(settings: Settings, token: str | None) -> AsyncWebClient:
+def web_client(
+    settings: Settings, token: str | None, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
     """A Web API client on SLACK_API_URL that waits out rate limits and retries failed connects."""
     base_url = (
         settings.slack_api_url
@@ -55,6 +58,7 @@ def web_client(settings: Settings, token: str | None) -> AsyncWebClient:
         token=token,
         base_url=base_url,
         timeout=SLACK_TIMEOUT,
+        session=session,
         retry_handlers=[
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
@@ -105,6 +109,14 @@ class BotAuthorization:
         )
 
 
+def _session() -> aiohttp.ClientSession | None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT))
+
+
 def _authorize_function(
     authorization: BotAuthorization,
 ) -> Callable[..., Awaitable[AuthorizeResult]]:
@@ -129,6 +141,12 @@ class Bot:
 
     app: AsyncApp
     services: Services
+    session: aiohttp.ClientSession | None = None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections to Slack shared by the app's clients."""
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
 
 
 def build_bot(
@@ -152,17 +170,22 @@ def build_bot(
     )
     if not settings.socket_mode and not signing_secret:
         raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode")
+    # One connection pool for every Slack call (slack_sdk opens a new one per call otherwise);
+    # it can only be made inside a running event loop.
+    session = _session()
     app = AsyncApp(
         name="cse-backup-bot",
-        client=web_client(settings, token=None),
+        client=web_client(settings, None, session),
         signing_secret=signing_secret or "",
         request_verification_enabled=not settings.socket_mode,
-        authorize=_authorize_function(BotAuthorization(web_client(settings, token), token)),
+        authorize=_authorize_function(
+            BotAuthorization(web_client(settings, token, session), token)
+        ),
         process_before_response=False,
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("bot.bolt"),
     )
-    api = web_client(settings, token)
+    api = web_client(settings, token, session)
     groups = frozenset(p for p in (*settings.approvers, *settings.requesters) if p.startswith("S"))
     directory = SlackDirectory(api, groups)
     flow = BackupFlow(
@@ -184,7 +207,7 @@ def build_bot(
     app.use(_count)
     errors.register(app)
     register_listeners(app, services)
-    return Bot(app=app, services=services)
+    return Bot(app=app, services=services, session=session)
 
 
 def build_app(

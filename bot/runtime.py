@@ -98,6 +98,7 @@ async def serve(settings: Settings) -> None:
         await stop.wait()
     finally:
         await shutdown(bot, handler, runner, readiness, sweeper, stop)
+        await bot.aclose()
         await cse.aclose()
         await tokens.aclose()
         await store.aclose()

@@ -70,6 +70,7 @@ class Harness:
     url: str
     extra_runners: list[web.AppRunner] = field(default_factory=list)
     extra_stores: list[RequestStore] = field(default_factory=list)
+    extra_bots: list[Bot] = field(default_factory=list)
     extra_drivers: list[SlackDriver] = field(default_factory=list)
 
     @property
@@ -80,6 +81,7 @@ class Harness:
         """A new process over the same Redis prefix: new store, app, web server and driver."""
         await self.runner.cleanup()
         await self.driver.aclose()
+        await self.bot.aclose()
         await self.store.aclose()
         self.store = open_store(self.settings.redis_url, self.settings.redis_prefix)
         self.bot = build_bot(self.settings, store=self.store, cse=self.cse_client, clock=self.clock)
@@ -92,6 +94,7 @@ class Harness:
         bot = build_bot(self.settings, store=store, cse=self.cse_client, clock=self.clock)
         runner, url = await serve(bot, store)
         self.extra_runners.append(runner)
+        self.extra_bots.append(bot)
         self.extra_stores.append(store)
         driver = SlackDriver(url, SIGNING_SECRET, self.fake)
         self.extra_drivers.append(driver)
@@ -207,7 +210,10 @@ async def running(**overrides: Any) -> AsyncIterator[Harness]:
             await extra_driver.aclose()
         for extra_store in harness.extra_stores:
             await extra_store.aclose()
+        for extra_bot in harness.extra_bots:
+            await extra_bot.aclose()
         await harness.runner.cleanup()
+        await harness.bot.aclose()
         await harness.driver.aclose()
         await harness.cse_client.aclose()
         await harness.store.aclose()
