@@ -179,7 +179,7 @@ class BackupFlow:
             timezone=self.settings.cse_schedule_timezone,
         )
         await self.store.create(request)
-        metrics.REQUESTS.labels("submitted").inc()
+        _counted(request, "submitted", user)
         try:
             await self.store.delete_draft(draft.id)
         except StoreUnavailable:
@@ -239,7 +239,7 @@ class BackupFlow:
         if not decision.allowed:
             if decision.refusal is Refusal.BREAK_GLASS_NEEDS_REASON:
                 raise NeedsBreakGlassReason(request)
-            metrics.APPROVALS.labels("refused").inc()
+            _approval(request, "refused", user, decision.refusal)
             raise Refused(decision.message, channel=request.message_channel)
         if not self._accepting:
             raise Refused("The bot is restarting; click Approve again in a few seconds.")
@@ -247,7 +247,7 @@ class BackupFlow:
         try:
             result = await self.store.approve(request.id, user, now, reason)
         except TransitionRefused as exc:
-            metrics.APPROVALS.labels("lost_race").inc()
+            _approval(exc.current, "lost_race", user, exc.conflict)
             raise Refused(
                 self._refusal_now(exc.current, user, groups, now),
                 channel=request.message_channel,
@@ -256,13 +256,13 @@ class BackupFlow:
             raise NotFound(f"There is no backup policy request `{request_id}`.") from None
         request = result.request
         if decision.break_glass and reason:
-            metrics.APPROVALS.labels("break_glass").inc()
+            _approval(request, "break_glass", user)
             await self._quietly(self.announcer.announce_break_glass(request, user, reason))
         if not result.claimed:
-            metrics.APPROVALS.labels("recorded").inc()
+            _approval(request, "recorded", user)
             await self._quietly(self.announcer.refresh(request))
             return request
-        metrics.APPROVALS.labels("claimed").inc()
+        _approval(request, "claimed", user)
         task = asyncio.ensure_future(self._create(request))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
@@ -286,7 +286,7 @@ class BackupFlow:
         final = await self._record(request, to, patch)
         await self._quietly(self.announcer.refresh(final))
         await self._quietly(self.announcer.post_result(final))
-        metrics.REQUESTS.labels(final.state.value).inc()
+        _counted(final, final.state.value, CSE_ACTOR)
         return final
 
     async def _call_cse(self, request: BackupRequest) -> tuple[State, dict[str, Any]]:
@@ -396,7 +396,7 @@ class BackupFlow:
                 decision.message or "This request can no longer be rejected.",
                 channel=request.message_channel,
             ) from None
-        metrics.REQUESTS.labels("rejected").inc()
+        _counted(final, "rejected", user)
         await self._quietly(self.announcer.refresh(final))
         return final
 
@@ -417,7 +417,7 @@ class BackupFlow:
         except TransitionRefused as exc:
             decision = decide_cancel(self.policy, exc.current, user)
             raise Refused(decision.message or "This request can no longer be cancelled.") from None
-        metrics.REQUESTS.labels("cancelled").inc()
+        _counted(final, "cancelled", user)
         await self._quietly(self.announcer.refresh(final))
         return final
 
@@ -435,7 +435,7 @@ class BackupFlow:
                 )
             except (TransitionRefused, RequestNotFound):
                 continue  # another replica, or a click, got there first
-            metrics.REQUESTS.labels("expired").inc()
+            _counted(final, "expired", SYSTEM)
             changed += 1
             await self._quietly(self.announcer.refresh(final))
         # Our own CSE calls end within CSE_TIMEOUT; anything approved for longer is stuck.
@@ -463,7 +463,7 @@ class BackupFlow:
                 )
             except (TransitionRefused, RequestNotFound):
                 continue
-            metrics.REQUESTS.labels("unknown").inc()
+            _counted(final, "unknown", SYSTEM)
             changed += 1
             await self._quietly(self.announcer.refresh(final))
             await self._quietly(self.announcer.post_result(final))
@@ -507,6 +507,43 @@ class BackupFlow:
             await call
         except Exception:
             log.exception("a Slack update failed (the stored state is unaffected)")
+
+
+def _counted(request: BackupRequest, outcome: str, actor: str) -> None:
+    """A request reached `outcome`: count it and log one line saying so."""
+    metrics.REQUESTS.labels(outcome).inc()
+    log.info(
+        "request %s %s by %s",
+        request.id,
+        outcome,
+        actor,
+        extra={
+            "event": f"request.{outcome}",
+            "request_id": request.id,
+            "user": actor,
+            "channel": request.channel,
+            "outcome": outcome,
+        },
+    )
+
+
+def _approval(request: BackupRequest, outcome: str, user: str, why: object = None) -> None:
+    """An Approve click ended as `outcome` (claimed, recorded, refused, lost_race, break_glass)."""
+    metrics.APPROVALS.labels(outcome).inc()
+    log.info(
+        "approve %s by %s: %s",
+        request.id,
+        user,
+        outcome,
+        extra={
+            "event": "request.approve",
+            "request_id": request.id,
+            "user": user,
+            "channel": request.message_channel or request.channel,
+            "outcome": outcome,
+            "reason": str(why) if why is not None else None,
+        },
+    )
 
 
 def _cse_error(exc: CseError) -> dict[str, Any]:

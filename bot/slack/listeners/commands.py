@@ -10,7 +10,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
-from bot.core.requests import Draft, new_draft_id, normalise_request_id
+from bot.core.requests import Draft, State, new_draft_id, normalise_request_id
 from bot.core.schedule import ScheduleError, preview
 from bot.slack.command_text import Command, parse_quick_args, split_command
 from bot.slack.engines import EngineChoice, EngineRefused
@@ -159,7 +159,7 @@ async def _list(
     del command
     await _check_channel(services, body)
     requests = await services.flow.store.list_channel(str(body["channel_id"]), limit=30)
-    pending = [r for r in requests if not r.terminal and r.state.value == "pending"]
+    pending = [r for r in requests if r.state is State.PENDING]
     recent = [r for r in requests if r not in pending][:10]
     await ephemeral(body, client, list_message(pending, recent))
 
