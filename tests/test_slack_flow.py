@@ -59,3 +59,45 @@ async def test_modal_to_created_policy() -> None:
         assert BOB in final.all_text
         requests = await h.store.list_channel(CHANNEL)
         assert [r.state for r in requests] == [State.CREATED]
+
+
+async def test_optional_numbers_left_out_of_the_cse_body() -> None:
+    async with running() as h:
+        await h.driver.command(ALICE, CHANNEL, "create")
+        form = await h.driver.wait_for_view(ALICE)
+        await h.driver.submit_view(ALICE, form, {"Engine": "prod", "Schedule (cron)": "@weekly"})
+        confirm = h.driver.current_view(ALICE)
+        assert confirm is not None
+        await h.driver.submit_view(ALICE, confirm)
+        approval = await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL)
+        await h.driver.click(BOB, "Approve", message=approval)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        [post] = h.cse.create_requests()
+        assert post.body == b'{"schedule":"0 0 * * 0"}'
+
+
+INJECTED = "<!channel> <@U0MALLORY> <!subteam^S0ALL> <https://evil.example|click> & done"
+
+
+async def test_typed_text_can_never_ping_or_link() -> None:
+    async with running() as h:
+        text = f'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="{INJECTED}"'
+        request_id = await h.create_request(text)
+        await h.driver.command(BOB, CHANNEL, "list")
+        await h.driver.wait_for_ephemeral(BOB, request_id)
+        await h.driver.command(BOB, CHANNEL, f"status {request_id}")
+        await h.driver.wait_for_ephemeral(BOB, "History")
+        approval = h.driver.find_message("Waiting for approval", channel=CHANNEL)
+        await h.driver.click(BOB, "Reject", message=approval)
+        view = await h.driver.wait_for_view(BOB)
+        await h.driver.submit_view(BOB, view, {"Reason": INJECTED})
+        await h.wait_stored(request_id, lambda r: r.state is State.REJECTED)
+        await h.fake.async_wait_for("chat.update")
+
+        shown = [json.dumps(m.blocks) + m.text for m in h.fake.messages()]
+        shown += [json.dumps(e.blocks) + e.text for e in h.fake.ephemerals()]
+        shown += [json.dumps(v) for v in h.fake.views_by_id.values()]
+        everything = "\n".join(shown)
+        for raw in ("<!channel>", "<@U0MALLORY>", "<!subteam^S0ALL>", "<https://evil"):
+            assert raw not in everything
+        assert "&lt;!channel&gt;" in everything
