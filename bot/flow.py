@@ -169,7 +169,10 @@ class BackupFlow:
         if draft.user != user:
             raise Refused("Only the person who filled in this form can send it.")
         if not await self.store.claim_once(f"submit:{draft.id}", DRAFT_TTL):
-            raise Refused("This request was already sent for approval.")
+            raise Refused(
+                "This form was already sent for approval; `/cse-backup list` shows the request "
+                "(if it is not there, start again with `/cse-backup create`)."
+            )
         now = self.clock()
         request = request_from_draft(
             draft,
@@ -273,6 +276,8 @@ class BackupFlow:
         self, current: BackupRequest, user: str, groups: frozenset[str], now: datetime
     ) -> str:
         """Why an approval the store refused did not count, from the request as it is now."""
+        # A placeholder break-glass reason: the requester should hear the request's state,
+        # not be asked for a reason again.
         decision: Decision = decide_approve(self.policy, current, user, groups, now, "-")
         if not decision.allowed:
             return decision.message

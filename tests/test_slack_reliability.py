@@ -130,3 +130,19 @@ async def test_unexpected_errors_get_a_reference(caplog: pytest.LogCaptureFixtur
         reference = said.all_text.split("reference", 1)[1].split()[0].strip("`.")
         assert len(reference) == 8
         assert any(getattr(r, "reference", None) == reference for r in caplog.records)
+
+
+async def test_not_in_channel_from_the_modal_says_so_in_the_modal() -> None:
+    async with running() as h:
+        h.fake.not_in_channel.add(CHANNEL)
+        await h.driver.command(ALICE, CHANNEL, "create")
+        form = await h.driver.wait_for_view(ALICE)
+        await h.driver.submit_view(ALICE, form, {"Engine": "prod", "Schedule (cron)": "0 2 * * *"})
+        confirm = h.driver.current_view(ALICE)
+        assert confirm is not None
+        await h.driver.submit_view(ALICE, confirm)
+        await h.fake.async_wait_for("views.update")
+        shown = h.driver.current_view(ALICE)
+        assert shown is not None and "invite me" in json.dumps(shown["blocks"])
+        [request] = await h.store.list_channel(CHANNEL)
+        assert request.state is State.CANCELLED

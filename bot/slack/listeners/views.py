@@ -18,8 +18,6 @@ from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
 from bot.slack.form import FormInput, validate
 from bot.slack.ids import Block, Callback
-from bot.slack.messages import text_message
-from bot.slack.reply import ephemeral
 from bot.slack.services import Services
 from bot.slack.views import ViewMeta, confirm_view, notice_view, submitted_values
 
@@ -95,11 +93,11 @@ def register(app: AsyncApp, services: Services) -> None:
         try:
             await services.flow.announce(request)
         except PostFailed as exc:
+            # The modal still shows "Sent for approval": say what happened there instead.
             await client.views_update(
                 view_id=view["id"],
                 view=notice_view("Not sent", f"{exc}\nRequest `{request.id}` was withdrawn."),
             )
-            await ephemeral(body, client, text_message(str(exc)), channel=request.channel)
 
     @app.view(Callback.REJECT)
     @guarded
