@@ -142,7 +142,6 @@ def _detail_fields(request: BackupRequest) -> list[str]:
         f"*Retention days*\n{_optional_number(request.reserve)}",
         f"*Max files*\n{_optional_number(request.max_files)}",
         f"*Reason*\n{_reason(request.reason)}",
-        f"*Expires*\n{slack_date(request.expires_at)}",
     ]
 
 
