@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from bot.app import Bot, build_bot
 from bot.cse import CseClient
+from bot.flow import BackupFlow
 from bot.iam import StaticTokenProvider
 from bot.settings import Settings
 from bot.store import RequestStore, open_store
@@ -74,7 +75,7 @@ class Harness:
     extra_drivers: list[SlackDriver] = field(default_factory=list)
 
     @property
-    def flow(self) -> Any:
+    def flow(self) -> BackupFlow:
         return self.bot.services.flow
 
     async def restart(self) -> None:

@@ -61,7 +61,8 @@ async def test_not_in_channel_withdraws_the_request_and_says_what_to_do() -> Non
         confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
         await h.driver.click(ALICE, "Request approval", message=confirmation)
         told = await h.driver.wait_for_ephemeral(ALICE, "invite me")
-        assert "/invite" in told.all_text
+        assert "/invite" in told.all_text and "withdrawn" in told.all_text
+        assert told.ts == confirmation.ts  # the confirmation itself now says so
         [request] = await h.store.list_channel(CHANNEL)
         assert request.state is State.CANCELLED
 

@@ -11,7 +11,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.flow import NeedsBreakGlassReason
+from bot.flow import NeedsBreakGlassReason, PostFailed
 from bot.slack.errors import guarded
 from bot.slack.ids import Action, Callback
 from bot.slack.messages import outcome_line, text_message
@@ -38,15 +38,19 @@ def register(app: AsyncApp, services: Services) -> None:
         user, draft_id = _clicked(body)
         draft = await flow.get_draft(draft_id)
         request = await flow.submit(draft, user)
-        where = services.settings.approval_channel or request.channel
+        try:
+            request = await flow.announce(request)
+        except PostFailed as exc:
+            withdrawn = f"{exc}\nRequest `{request.id}` was withdrawn; nothing was sent to CSE."
+            await replace_source(body, text_message(withdrawn))
+            return
         await replace_source(
             body,
             text_message(
-                f"Request `{request.id}` sent for approval in <#{where}>; nothing is sent to "
-                "CSE before a second engineer approves."
+                f"Request `{request.id}` sent for approval in <#{request.message_channel}>; "
+                "nothing is sent to CSE before a second engineer approves."
             ),
         )
-        await flow.announce(request)
 
     @app.action(Action.EDIT_DRAFT)
     @guarded
