@@ -8,7 +8,7 @@ import hmac
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -106,21 +106,32 @@ async def interleaved(
     bare_payloads: Sequence[Payload],
     concurrency: int,
     rounds: int,
-) -> tuple[list[float], list[float]]:
+) -> Interleaved:
     """Alternate blocks of requests to the bot and to the bare app (never both at once), so
-    both meet the same machine over the same minutes; the latencies of each."""
-    bot_times: list[float] = []
-    bare_times: list[float] = []
+    both meet the same machine over the same minutes."""
+    result = Interleaved()
     rounds = max(1, min(rounds, len(bot_payloads), len(bare_payloads)))
     for index in range(rounds):
-        order = [(bot, bot_payloads, bot_times), (bare, bare_payloads, bare_times)]
+        order = [(bot, bot_payloads, result.bot), (bare, bare_payloads, result.bare)]
         if index % 2:
             order.reverse()
         for app, payloads, times in order:
             chunk = _chunk(payloads, index, rounds)
-            latencies, _ = await closed_loop(len(chunk), concurrency, sender(app, chunk))
+            latencies, wall = await closed_loop(len(chunk), concurrency, sender(app, chunk))
             times.extend(latencies)
-    return bot_times, bare_times
+            if app is bot:
+                result.bot_wall += wall
+            else:
+                result.bare_wall += wall
+    return result
+
+
+@dataclass
+class Interleaved:
+    bot: list[float] = field(default_factory=list)  # latencies, seconds
+    bare: list[float] = field(default_factory=list)
+    bot_wall: float = 0.0  # seconds spent in the bot's blocks
+    bare_wall: float = 0.0
 
 
 def _chunk(items: Sequence[Payload], index: int, rounds: int) -> Sequence[Payload]:

@@ -41,6 +41,8 @@ class AckRow:
     concurrency: int
     bot: Summary | None  # None: the bot could not run
     bare: Summary | None  # None: not measured (needs payloads made by the bot)
+    bot_cpu: float | None = None  # CPU seconds the process used per request in this phase
+    bare_cpu: float | None = None
 
     def ratio(self, which: str) -> float | None:
         if self.bot is None or self.bare is None:
@@ -153,6 +155,8 @@ class Results:
     rss_bot_end_after: int = 0
     rss_bare: int | None = None
     slack_calls: dict[str, int] = field(default_factory=dict)
+    # phase -> process -> share of one core while the phase ran (bot phases only for the bot)
+    cpu_share: dict[str, dict[str, float]] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)  # name -> pid, all stopped at the end
     notes: list[str] = field(default_factory=list)
 
@@ -292,6 +296,23 @@ def table_rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
                 ratio_text(row),
                 f"p99 ≤ {ACK_RATIO_TARGET}×" if row.concurrency == 32 else "",
                 meets,
+            )
+        )
+    for kind, _ in KINDS:
+        rows_of_kind = [r for r in results.ack if r.kind == kind and r.bot_cpu and r.bare_cpu]
+        if not rows_of_kind:
+            continue
+        bot_cpu = [r.bot_cpu or 0.0 for r in rows_of_kind]
+        bare_cpu = [r.bare_cpu or 0.0 for r in rows_of_kind]
+        levels = "/".join(str(r.concurrency) for r in rows_of_kind)
+        rows.append(
+            (
+                f"CPU per request {kind}, c={levels}, ms",
+                " / ".join(ms(v) for v in bot_cpu),
+                " / ".join(ms(v) for v in bare_cpu),
+                " / ".join(f"{a / b:.2f}" for a, b in zip(bot_cpu, bare_cpu, strict=True)),
+                "",
+                "",
             )
         )
     for flow in results.flow:
@@ -456,39 +477,55 @@ NOTES_END = "<!-- end of analysis -->"
 METHOD = """\
 ## How it is measured
 
+Run `python -m bench` from the project root (with the venv active and `redis-server` installed);
+`--quick` for a few requests each (CI), `--no-write` to leave this file alone, `--json FILE` for
+the numbers, `--requests N` per kind, `--profile DIR` to record the bot with py-spy during the
+concurrency-32 phases (`pip install py-spy` first; it is not a project dependency).
+
 - **Processes.** Redis (`redis-server --save "" --appendonly no` on a free loopback port, unless
   `REDIS_URL` is set), the fake Slack Web API and fake CSE (tests/fakes, in a process of their
   own so they never share a GIL with the load generator), the bot (`python -m bot run`, HTTP
-  mode) and the bare app (`python -m bench.bare_app`), every one on 127.0.0.1.
+  mode, `LOG_LEVEL=WARNING`) and the bare app (`python -m bench.bare_app`), all on 127.0.0.1.
+  Everything runs on the one machine, so at concurrency 32 the load generator and the fakes
+  compete with the app for the cores (see the CPU shares below).
 - **Bare Bolt app.** An `AsyncApp` whose listeners only `ack()` (the slash command; and, so each
   kind has a like-for-like baseline, one view and one action listener), served exactly as
   bot/web.py serves the bot: aiohttp, `to_bolt_request` → `async_dispatch` →
   `to_aiohttp_response`. It gets the very same signed payloads as the bot.
 - **Ack latency.** Request sent → whole HTTP response read, by an aiohttp client with keep-alive
   connections, closed loop at concurrency 1 and 32. Bot and bare app alternate in blocks (never
-  loaded at the same time), so both meet the same machine. Payloads are made through the bot
-  before the clock starts: modals really opened with `/cse-backup create` (the view comes from the
-  fake Slack's `views.open`), requests really made pending (quick path, then Request approval),
-  so every Approve click is on a distinct pending request. Signing happens before the clock.
+  loaded at the same time), so both meet the same machine. The requests come from a team of 16
+  requesters, each many times (per-user caches are warm after the warm-up, as in real use).
+  Payloads are made through the bot before the clock starts: modals really opened with
+  `/cse-backup create` (the view comes from the fake Slack's `views.open`), requests really made
+  pending (quick path, then Request approval) just before the Approve phase, so every Approve
+  click is on a distinct pending request. Signing happens before the clock.
+- **CPU per request.** User + system CPU of the app's process during the phase (from
+  /proc/<pid>/stat) divided by the requests: it includes what the bot does after acking (replies
+  through the response_url, `views.open`, and for Approve the whole flow up to the CSE call and
+  the messages) and its once-a-second background sweep. Unlike latency it barely depends on
+  what else the machine does, and at concurrency 32, where the app's core is the bottleneck,
+  latency ≈ 32 × CPU per request.
 - **Full flow.** Approve click sent → the created-policy `chat.postMessage` arriving at the fake
   Slack (stamped on arrival with CLOCK_MONOTONIC, which both processes share), the fake CSE
   answering after 50 ms. Overhead = latency − 50 ms. Throughput = approvals / wall time at
   concurrency 32.
 - **Redis cost.** The bot is restarted behind a counting TCP proxy and whole requests run one at
-  a time; after each step the bench waits until Redis is idle. *Commands run* are `INFO
-  commandstats` deltas (commands inside Lua scripts included, the bench's own INFO excluded);
-  *sent* and *round trips* come from the proxy: it parses the RESP the bot sends, and counts a
-  round trip each time the bot sends after Redis has answered (a pipeline or a script is one).
-  Medians over the runs; the bot's once-a-second sweep can fall into a step, which the median
-  discards.
+  a time; after each step the bench waits until Redis has been idle for 150 ms. *Commands run*
+  are `INFO commandstats` deltas (commands inside Lua scripts included, the bench's own INFO
+  excluded); *sent* and *round trips* come from the proxy: it parses the RESP the bot sends
+  (which also gives the command names below), and counts a round trip each time the bot sends
+  after Redis has answered (a pipeline or a script is one). The bot's once-a-second background
+  sweep (the only user of ZRANGE/ZRANGEBYSCORE) is recognised and the steps it fell into are
+  left out; each step is the median of the rest, a whole request the sum of its steps.
 - **Schedule engine.** `bot.core.schedule.preview` (parse, describe, next 5 runs, lint) in this
   process; a never-firing expression is timed to its ScheduleError. The sample is drawn by a
   seeded Hypothesis strategy of valid 5-field expressions and macros (with never-firing ones now
   and then), in several zones including DST ones; each expression is the best of 3 timings, the
   table shows the slowest expression.
 - **Start-up and memory.** Spawn → first `/healthz` 200 (polled every 5 ms); VmRSS from
-  /proc/<pid>/status once the bot has answered at least 1,000 requests (the bench's and the
-  preparation's).
+  /proc/<pid>/status after the first 1,000 requests (a mix of help, preview, quick-path create
+  and requests made pending), and again at the end.
 """
 
 
@@ -542,6 +579,16 @@ def results_markdown(results: Results, kept_notes: str = "") -> str:
             lines.append(
                 f"- idle bot (background sweep): {results.redis_idle_per_s:.0f} commands per second"
             )
+        lines.append("")
+    if results.cpu_share:
+        lines += [
+            "CPU used while the bot was under load (share of one core; the machine has "
+            f"{results.machine.nproc}):",
+            "",
+        ]
+        for phase, shares in results.cpu_share.items():
+            spread = ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares.items())
+            lines.append(f"- {phase}: {spread}")
         lines.append("")
     if results.slack_calls:
         calls = ", ".join(f"{k} {v}" for k, v in sorted(results.slack_calls.items()))

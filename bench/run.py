@@ -38,6 +38,7 @@ from bench.procs import (
     Child,
     Processes,
     child_env,
+    cpu_seconds,
     free_port,
     python_argv,
     rss_bytes,
@@ -291,13 +292,27 @@ class Bench:
                 await asyncio.sleep(0.3)  # let the bot finish what preparing asked of it
                 progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} requests each")
                 profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
+                meter = CpuMeter(self.procs.spawned)
                 with profile if concurrency == 32 else contextlib.nullcontext():
-                    bot_times, bare_times = await interleaved(
-                        bot, chunk, bare, chunk, concurrency, opts.rounds
-                    )
+                    done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
+                used = meter.used()
                 self.results.ack.append(
-                    AckRow(kind, concurrency, Summary.of(bot_times), Summary.of(bare_times))
+                    AckRow(
+                        kind,
+                        concurrency,
+                        Summary.of(done.bot),
+                        Summary.of(done.bare),
+                        used["bot"] / len(done.bot),
+                        used["bare"] / len(done.bare),
+                    )
                 )
+                if concurrency == 32:
+                    # the fakes and Redis work for the bot; the bare app asks nothing of them
+                    self.results.cpu_share[f"ack {kind}, c=32, the bot's blocks"] = {
+                        name: used[name] / done.bot_wall
+                        for name in ("bot", "fakes-host", "redis", "bench")
+                        if name in used
+                    }
                 failed = await self.outcomes.wait_all(outcomes)
                 if failed:
                     self.results.notes.append(
@@ -346,8 +361,15 @@ class Bench:
                 return arrived - sent
 
             profile = self.profiling(pid, f"flow-c{concurrency}")
+            meter = CpuMeter(self.procs.spawned)
             with profile if concurrency == 32 else contextlib.nullcontext():
                 latencies, wall = await closed_loop(last - first, concurrency, one)
+            if index:
+                self.results.cpu_share[f"full flow, c={concurrency}"] = {
+                    name: seconds / wall
+                    for name, seconds in meter.used().items()
+                    if name in ("bot", "fakes-host", "redis", "bench")
+                }
             if index == 0:
                 continue  # warm-up
             self.results.flow.append(
@@ -447,6 +469,19 @@ def _redis_address(url: str) -> tuple[str, int]:
 
     parts = urlsplit(url)
     return parts.hostname or LOOPBACK, parts.port or 6379
+
+
+class CpuMeter:
+    """CPU seconds each child (and this process, as `bench`) uses from now on."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = {**pids, "bench": os.getpid()}
+        self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def used(self) -> dict[str, float]:
+        return {
+            name: max(0.0, cpu_seconds(pid) - self._start[name]) for name, pid in self._pids.items()
+        }
 
 
 @dataclass(frozen=True)
