@@ -21,7 +21,7 @@ from bot import metrics
 from bot.app import Bot, build_bot
 from bot.cse import CseClient
 from bot.flow import BackupFlow
-from bot.iam import token_provider_from_settings
+from bot.iam import TokenProvider, token_provider_from_settings
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.store import StoreUnavailable, open_store
@@ -48,6 +48,15 @@ async def background(
             log.exception("background sweep failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
+
+
+async def warm_up(tokens: TokenProvider) -> None:
+    """Fetch the first service token now: the first Approve then does not wait for IAM, and with
+    IAM_PROJECT_NAME the project id (for the engine list) is known from the start."""
+    try:
+        await tokens.token()
+    except Exception as exc:  # reported, and tried again on the first CSE call
+        log.warning("no CSE service token yet: %s", exc, extra={"event": "token.warm_up"})
 
 
 async def serve(settings: Settings) -> None:
@@ -92,11 +101,13 @@ async def serve(settings: Settings) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
     sweeper = asyncio.create_task(background(flow, stop))
+    warming = asyncio.create_task(warm_up(tokens))
     try:
         if handler is not None:
             await handler.connect_async()  # type: ignore[no-untyped-call]
         await stop.wait()
     finally:
+        warming.cancel()
         await shutdown(bot, handler, runner, readiness, sweeper, stop)
         await bot.aclose()
         await cse.aclose()
