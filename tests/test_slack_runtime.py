@@ -64,15 +64,8 @@ async def _request_and_click(driver: SlackDriver, fake: FakeSlack) -> None:
     await driver.click(BOB, "Approve", message=approval)
 
 
-async def test_run_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    fake.add_user(ALICE, tz="Europe/Berlin")
-    fake.add_user(BOB)
-    fake.start()
-    cse = FakeCse().start()
-    prefix = f"test-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
-    env = {
+def _env(fake: FakeSlack, cse: FakeCse, prefix: str, port: int) -> dict[str, str]:
+    return {
         "PATH": os.environ.get("PATH", ""),
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -87,6 +80,17 @@ async def test_run_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
         "APPROVAL_REMINDERS": "off",
         "LOG_FORMAT": "json",
     }
+
+
+async def test_run_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
+    fake = FakeSlack(bot_token=BOT_TOKEN)
+    fake.add_user(ALICE, tz="Europe/Berlin")
+    fake.add_user(BOB)
+    fake.start()
+    cse = FakeCse().start()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    env = _env(fake, cse, prefix, port)
     log_path = tmp_path / "bot.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -123,6 +127,56 @@ async def test_run_serves_and_shuts_down_gracefully(tmp_path: Path) -> None:
         text = log_path.read_text()
         for secret in (BOT_TOKEN, SIGNING_SECRET, cse.static_token or "-"):
             assert secret not in text
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        await store.aclose()
+        await drop_prefix(prefix)
+        cse.stop()
+        fake.stop()
+
+
+async def test_socket_mode_serves_slack_over_the_socket_and_health_over_http(
+    tmp_path: Path,
+) -> None:
+    fake = FakeSlack(bot_token=BOT_TOKEN, app_token="xapp-test-app-token")
+    fake.add_user(ALICE, tz="Europe/Berlin")
+    fake.add_user(BOB)
+    fake.start()
+    cse = FakeCse().start()
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    env = _env(fake, cse, prefix, port)
+    env["SLACK_APP_TOKEN"] = "xapp-test-app-token"
+    del env["SLACK_SIGNING_SECRET"]  # not needed in Socket Mode
+    log_path = tmp_path / "bot.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], cwd=tmp_path, env=env, stderr=log, stdout=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    store = open_store(REDIS_URL, prefix)
+    try:
+        await _wait_healthy(url, process)
+        await fake.async_wait_for_sockets(1)
+        async with httpx.AsyncClient() as http:
+            for _ in range(100):
+                ready = await http.get(f"{url}/readyz")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert ready.status_code == 200
+            assert ready.json()["checks"]["socket_mode"] == "ok"
+            events = await http.post(f"{url}/slack/events", content="x=1")
+            assert events.status_code in (404, 405)  # Slack requests come over the socket only
+        async with SlackDriver.over_socket(fake) as driver:
+            await _request_and_click(driver, fake)
+            await driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        assert len(cse.create_requests()) == 1
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert "xapp-test-app-token" not in log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
