@@ -291,3 +291,21 @@ async def test_no_warning_when_next_at_agrees() -> None:
         for field in ("Policy id", "Engine", "Schedule", "Retention days", "Max files"):
             assert field in shown
         assert "Created at" in shown and "Next backup" in shown
+
+
+async def test_approvers_see_the_schedule_warnings_until_the_decision() -> None:
+    async with running() as h:
+        request_id = await h.create_request(
+            'create engine=prod schedule="* 2 * * *" reserve=7 max_files=5 reason=INC-7'
+        )
+        approval = await _approval(h, request_id)
+        assert "did you mean `0 2 * * *`" in text_of(approval)  # type: ignore[arg-type]
+        await h.driver.click(BOB, "Approve", channel=CHANNEL)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+
+        def decided() -> bool:
+            message = h.fake.message(request.message_channel, request.message_ts)
+            return "Approved by" in text_of(message) and "did you mean" not in text_of(message)
+
+        assert await h.fake.async_wait_until(decided, 5)

@@ -16,7 +16,7 @@ from slack_sdk.models.blocks import Block, DividerBlock
 
 from bot.core.approval import mention
 from bot.core.requests import BackupRequest, Draft, State
-from bot.core.schedule import Preview, describe, next_runs, parse_schedule
+from bot.core.schedule import Preview, describe, lint, next_runs, parse_schedule
 from bot.slack.blocks import (
     Message,
     actions,
@@ -166,6 +166,10 @@ def approval_message(request: BackupRequest, *, audience: Audience, now: datetim
                 + "\n".join(run_lines(runs, zone, None))
             )
         )
+        # Approvers see the same warnings the requester saw before asking.
+        warnings = lint(schedule, zone, now, request.reserve, request.max_files)
+        if warnings:
+            blocks.append(section("\n".join(f":warning: {escape(w)}" for w in warnings[:10])))
     blocks.append(section(outcome_line(request)))
     if request.state is State.PENDING:
         blocks.append(
