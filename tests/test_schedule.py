@@ -544,3 +544,10 @@ def test_any_text_is_accepted_or_rejected_with_one_line(text: str) -> None:
         assert str(exc) and "\n" not in str(exc)
     else:
         assert len(schedule.expression.split()) == 5
+
+
+def test_the_end_of_the_calendar_ends_the_runs_without_an_error() -> None:
+    schedule = parse_schedule("0 0 29 2 *")
+    assert next_runs(schedule, datetime(9999, 1, 1, tzinfo=UTC), 3, UTC_ZONE) == []
+    late = datetime(9999, 12, 31, 23, 0, tzinfo=ZoneInfo("Etc/GMT+12"))
+    assert next_runs(parse_schedule("0 0 * * *"), late, 3, UTC_ZONE) == []

@@ -23,7 +23,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import MAXYEAR, UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 from cron_descriptor import ExpressionDescriptor, Options
@@ -363,7 +363,7 @@ def _wall_times(schedule: Schedule, start: datetime) -> Iterator[datetime]:
     months = sorted(schedule.months)
     days = range(1, 32) if schedule.days_use_or else sorted(schedule.days)
     first_day = start.date()
-    for year in range(start.year, start.year + _SCAN_YEARS):
+    for year in range(start.year, min(start.year + _SCAN_YEARS, MAXYEAR + 1)):
         for month in months:
             if (year, month) < (start.year, start.month):
                 continue
@@ -414,12 +414,18 @@ def iter_runs(schedule: Schedule, after: datetime, zone: tzinfo) -> Iterator[dat
         raise ValueError("after must be timezone-aware")
     # Wall time to instant (first occurrence; the jump for skipped times) never decreases, so a
     # wall time before `after`'s own wall time cannot run after it: start the walk there.
-    start = after.astimezone(zone).replace(tzinfo=None, fold=0)
-    # Compare in UTC: Python compares datetimes that share a tzinfo by wall time, ignoring fold.
-    last = after.astimezone(UTC)
+    try:
+        start = after.astimezone(zone).replace(tzinfo=None, fold=0)
+        # Compare in UTC: Python compares datetimes sharing a tzinfo by wall time, ignoring fold.
+        last = after.astimezone(UTC)
+    except OverflowError:
+        return  # `after` lies at the end of the calendar Python can represent (year 9999)
     for wall in _wall_times(schedule, start):
-        instant = resolve_wall_time(wall, zone)
-        instant_utc = instant.astimezone(UTC)
+        try:
+            instant = resolve_wall_time(wall, zone)
+            instant_utc = instant.astimezone(UTC)
+        except OverflowError:
+            return  # the end of the calendar Python can represent (year 9999)
         if instant_utc > last:
             last = instant_utc
             yield instant
