@@ -551,3 +551,12 @@ def test_the_end_of_the_calendar_ends_the_runs_without_an_error() -> None:
     assert next_runs(schedule, datetime(9999, 1, 1, tzinfo=UTC), 3, UTC_ZONE) == []
     late = datetime(9999, 12, 31, 23, 0, tzinfo=ZoneInfo("Etc/GMT+12"))
     assert next_runs(parse_schedule("0 0 * * *"), late, 3, UTC_ZONE) == []
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(EXPRESSIONS)
+def test_every_valid_expression_has_a_24_hour_description(expr: str) -> None:
+    text = describe(_valid(expr))
+    assert text
+    assert " AM" not in text and " PM" not in text
+    assert "every 1 " not in text.lower()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import calendar
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import MAXYEAR, UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
@@ -454,7 +454,8 @@ def crosscheck_utc(schedule: Schedule, after: datetime, count: int) -> list[date
 
 def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
     """A field in the form cron-descriptor describes well: numbers, no day steps, no `a-a`."""
-    if spec.name in {"day-of-month", "day-of-week"} and "/" in text:
+    stepped_list = "/" in text and "," in text  # cron-descriptor cannot read `*/6,1`
+    if stepped_list or (spec.name in {"day-of-month", "day-of-week"} and "/" in text):
         folded = sorted({0 if v == 7 and spec.name == "day-of-week" else v for v in values})
         return ",".join(str(v) for v in folded)
     items = []
@@ -471,7 +472,7 @@ def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
             items.append("0-6" if low == 0 else ",".join(str(v % 7) for v in range(low, 8)))
             continue
         piece = str(low) if low == high else f"{low}-{high}"
-        items.append(piece + (f"/{step}" if step is not None else ""))
+        items.append(piece + (f"/{step}" if step not in (None, "1") else ""))
     return ",".join(items)
 
 
@@ -495,11 +496,29 @@ def describe(schedule: Schedule) -> str:
     options = Options()
     options.use_24hour_time_format = True
     options.verbose = False
-    text = str(ExpressionDescriptor(" ".join(parts), options).get_description())
+    try:
+        text = str(ExpressionDescriptor(" ".join(parts), options).get_description())
+    except Exception:  # a form the library cannot phrase: say it plainly rather than fail
+        text = _plain_description(schedule)
     if schedule.dom_restricted and schedule.dow_restricted and not schedule.days_use_or:
         # cron-descriptor always joins the two day fields with "or"; Vixie's rule says "and" here.
         joined = text.replace(", or on ", ", but only if it is ", 1)
         text = joined if joined != text else text + " (only on days that match both day fields)"
+    return text
+
+
+def _plain_description(schedule: Schedule) -> str:
+    def values(items: Iterable[int], width: int = 0) -> str:
+        return _human_list([str(v).zfill(width) for v in sorted(items)])
+
+    text = f"At minute {values(schedule.minutes, 2)} past hour {values(schedule.hours, 2)}"
+    if schedule.dom_restricted:
+        text += f", on day {values(schedule.days)} of the month"
+    if schedule.dow_restricted:
+        joiner = " or" if schedule.days_use_or and schedule.dom_restricted else ","
+        text += f"{joiner} on {_human_list([WEEKDAY_FULL[d] for d in sorted(schedule.weekdays)])}"
+    if len(schedule.months) < 12:
+        text += f", in {_human_list([MONTH_FULL[m - 1] for m in sorted(schedule.months)])}"
     return text
 
 
