@@ -457,7 +457,8 @@ def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
     stepped_list = "/" in text and "," in text  # cron-descriptor cannot read `*/6,1`
     if stepped_list or (spec.name in {"day-of-month", "day-of-week"} and "/" in text):
         folded = sorted({0 if v == 7 and spec.name == "day-of-week" else v for v in values})
-        return ",".join(str(v) for v in folded)
+        full = range(spec.low, (6 if spec.name == "day-of-week" else spec.high) + 1)
+        return "*" if folded == list(full) else ",".join(str(v) for v in folded)
     items = []
     for element in text.split(","):
         match = _ELEMENT.match(element)
