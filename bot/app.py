@@ -60,6 +60,7 @@ def web_client(
         timeout=SLACK_TIMEOUT,
         session=session,
         retry_handlers=[
+            metrics.SlackApiErrors(),  # first: it must see every answer, retried or not
             AsyncRateLimitErrorRetryHandler(max_retry_count=2),
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
         ],

@@ -35,6 +35,18 @@ class Scrubber(logging.Filter):
         return text
 
 
+class KnownNoise(logging.Filter):
+    """Drops framework warnings that are expected with this bot's set-up and would only send
+    operators looking for a problem that is not there."""
+
+    # Bolt reads SLACK_BOT_TOKEN from the environment by itself; the bot hands it a client (and
+    # authorizes with the token), so this warning comes on every start.
+    MESSAGES = frozenset({"As you gave `client` as well, `token` will be unused."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "bot.bolt" and record.getMessage() in self.MESSAGES)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, scrubber: Scrubber | None = None) -> None:
         super().__init__()
@@ -88,6 +100,7 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
         JsonFormatter(scrubber) if settings.log_format == "json" else ConsoleFormatter(scrubber)
     )
     handler.setFormatter(formatter)
+    handler.addFilter(KnownNoise())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

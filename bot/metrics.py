@@ -3,6 +3,8 @@ method names and Slack error codes, never user ids, channel ids or request ids."
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -14,6 +16,10 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 process_collector.ProcessCollector(registry=REGISTRY)
@@ -91,6 +97,37 @@ def observe_cse_call(operation: str, status: int | None, seconds: float) -> None
 def slack_error(method: str, error: str) -> None:
     # Slack error codes are a short fixed vocabulary; cap the length anyway.
     SLACK_API_ERRORS.labels(method[:40], (error or "unknown")[:40]).inc()
+
+
+class SlackApiErrors(AsyncRetryHandler):
+    """Counts every failed Slack Web API answer, by method and Slack error code, in one place.
+
+    slack_sdk shows each answer (and each connection error) to its retry handlers in turn; this
+    one goes first in the list, never asks for a retry, and so sees every attempt of every call,
+    including those made by the per-request clients Bolt copies from the app's client and the
+    Socket Mode client's `apps.connections.open`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(max_retry_count=0)
+
+    async def can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        del state
+        method = urlsplit(request.url).path.rsplit("/", 1)[-1] or "unknown"
+        if error is not None:
+            slack_error(method, "timeout" if isinstance(error, TimeoutError) else "connection")
+        elif response is not None:
+            body = response.body if isinstance(response.body, dict) else {}
+            if response.status_code != 200 or body.get("ok") is False:
+                slack_error(method, str(body.get("error") or f"http_{response.status_code}"))
+        return False
 
 
 def render() -> tuple[bytes, str]:

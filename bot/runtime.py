@@ -13,9 +13,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot import metrics
 from bot.app import Bot, build_bot
@@ -25,12 +29,23 @@ from bot.iam import TokenProvider, token_provider_from_settings
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.store import StoreUnavailable, open_store
-from bot.web import Readiness, build_web_app
+from bot.web import Readiness, build_web_app, record_ack
 
 log = logging.getLogger("bot.runtime")
 
 SWEEP_INTERVAL = 1.0
 SHUTDOWN_GRACE = 5.0
+
+
+class SocketHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler, measuring and logging each acknowledgement as HTTP mode does."""
+
+    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        started = time.perf_counter()
+        bolt_response = await run_async_bolt_app(self.app, req)
+        await send_async_response(client, req, bolt_response, time.time())
+        body = req.payload if isinstance(req.payload, dict) else {}
+        record_ack(body, bolt_response.status, time.perf_counter() - started)
 
 
 async def background(
@@ -75,11 +90,11 @@ async def serve(settings: Settings) -> None:
     bot = build_bot(settings, store=store, cse=cse, tokens=tokens)
     flow = bot.services.flow
 
-    handler: AsyncSocketModeHandler | None = None
+    handler: SocketHandler | None = None
     readiness = Readiness(store)
     if settings.socket_mode:
         assert settings.slack_app_token is not None
-        handler = AsyncSocketModeHandler(bot.app, settings.slack_app_token.get_secret_value())
+        handler = SocketHandler(bot.app, settings.slack_app_token.get_secret_value())
         readiness.socket_connected = handler.client.is_connected
     runner = web.AppRunner(
         build_web_app(None if handler else bot.app, readiness),

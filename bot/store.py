@@ -666,6 +666,7 @@ class RequestStore:
                 "event": "request.transition",
                 "request_id": request.id,
                 "actor": actor,
+                "channel": request.channel,
                 "from_state": str(from_state) if from_state else None,
                 "to_state": str(to_state),
                 "note": note,

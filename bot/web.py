@@ -20,7 +20,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
 from bot import metrics
-from bot.slack.reply import payload_kind
+from bot.slack.reply import channel_of, payload_kind, user_of
 from bot.store import RequestStore
 
 log = logging.getLogger("bot.web")
@@ -57,6 +57,35 @@ class Readiness:
             checks["socket_mode"] = "ok" if connected else "not connected to Slack"
         ok = all(v == "ok" for k, v in checks.items() if k != "shutdown") and not self.stopping
         return ok, checks
+
+
+def record_ack(body: dict[str, Any], status: int, seconds: float) -> None:
+    """One Slack request answered (over HTTP or the socket): the ack latency, and one log line
+    with who and where, never the payload."""
+    kind = payload_kind(body)
+    if status == 401:  # the signature did not verify: nothing in the body can be trusted
+        metrics.INTERACTIONS.labels(kind, "bad_signature").inc()
+        log.warning(
+            "a request to /slack/events failed signature verification (is SLACK_SIGNING_SECRET "
+            "the app's current Signing Secret?)",
+            extra={"event": "slack.bad_signature", "kind": kind},
+        )
+        return
+    metrics.ACK_LATENCY.labels(kind).observe(seconds)
+    log.info(
+        "slack %s acknowledged with %d in %.0f ms",
+        kind,
+        status,
+        seconds * 1000,
+        extra={
+            "event": "slack.ack",
+            "kind": kind,
+            "user": user_of(body) or None,
+            "channel": channel_of(body),
+            "status": status,
+            "ack_ms": round(seconds * 1000, 1),
+        },
+    )
 
 
 def build_web_app(app: AsyncApp | None, readiness: Readiness) -> web.Application:
@@ -96,7 +125,7 @@ def build_web_app(app: AsyncApp | None, readiness: Readiness) -> web.Application
             bolt_request = await to_bolt_request(request)
             bolt_response = await bolt.async_dispatch(bolt_request)
             body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
-            metrics.ACK_LATENCY.labels(payload_kind(body)).observe(time.perf_counter() - started)
+            record_ack(body, bolt_response.status, time.perf_counter() - started)
             return await to_aiohttp_response(bolt_response)
 
         web_app.router.add_post("/slack/events", slack_events)

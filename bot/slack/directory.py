@@ -10,8 +10,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import metrics
-
 log = logging.getLogger("bot.slack.directory")
 
 USER_TTL = 600.0
@@ -49,7 +47,6 @@ class SlackDirectory:
             if isinstance(name, str) and name:
                 zone = ZoneInfo(name)
         except SlackApiError as exc:
-            metrics.slack_error("users.info", str(exc.response.get("error", "")))
             log.warning("users.info for %s failed: %s", user, exc.response.get("error"))
         except (TimeoutError, ZoneInfoNotFoundError, ValueError, OSError) as exc:
             log.warning("time zone of %s unknown: %s", user, type(exc).__name__)
@@ -75,7 +72,6 @@ class SlackDirectory:
             members = frozenset(str(u) for u in response.get("users") or [])
         except SlackApiError as exc:
             error = str(exc.response.get("error", ""))
-            metrics.slack_error("usergroups.users.list", error)
             log.warning("members of %s unknown (%s): nobody counts as a member", group, error)
             if cached:
                 return cached[1]

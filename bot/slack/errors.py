@@ -66,11 +66,7 @@ def known_message(error: Exception) -> str | None:
     if isinstance(error, StoreUnavailable):
         metrics.REDIS_ERRORS.inc()
         return STORE_DOWN
-    if isinstance(error, SlackApiError):
-        metrics.slack_error(
-            str(getattr(error.response, "api_url", "") or "").rsplit("/", 1)[-1] or "unknown",
-            api_error(error),
-        )
+    if isinstance(error, SlackApiError):  # already counted by metrics.SlackApiErrors
         return slack_problem(error)
     return None
 

@@ -10,7 +10,6 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import metrics
 from bot.core.approval import mention
 from bot.core.requests import BackupRequest
 from bot.flow import PostFailed
@@ -67,7 +66,6 @@ class SlackPublisher:
             )
         except SlackApiError as exc:
             error = api_error(exc)
-            metrics.slack_error("chat.postMessage", error)
             raise PostFailed(channel_problem(error, channel)) from None
         return str(response["ts"])
 
@@ -76,7 +74,6 @@ class SlackPublisher:
             await self._client.chat_update(channel=channel, ts=ts, **message.payload())
         except SlackApiError as exc:
             error = api_error(exc)
-            metrics.slack_error("chat.update", error)
             log.warning("chat.update of %s in %s failed: %s", ts, channel, error)
 
     async def post_approval(self, request: BackupRequest, channel: str) -> str:

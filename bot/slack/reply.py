@@ -111,7 +111,6 @@ async def ephemeral(
         else:  # a modal has no channel: the app's DM with the user
             await client.chat_postMessage(channel=user, **message.payload())
     except SlackApiError as exc:
-        metrics.slack_error("chat.postEphemeral", str(exc.response.get("error", "")))
         log.warning("could not answer %s: %s", user, exc.response.get("error"))
 
 
