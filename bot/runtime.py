@@ -18,6 +18,8 @@ import time
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app, send_async_response
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 
@@ -38,7 +40,28 @@ SHUTDOWN_GRACE = 5.0
 
 
 class SocketHandler(AsyncSocketModeHandler):
-    """Bolt's Socket Mode handler, measuring and logging each acknowledgement as HTTP mode does."""
+    """Bolt's Socket Mode handler, measuring and logging each acknowledgement as HTTP mode does,
+    and remembering why the last connection attempt failed (for /readyz)."""
+
+    def __init__(self, app: AsyncApp, app_token: str) -> None:
+        super().__init__(app, app_token)
+        self.connect_error: str | None = None
+        issue = self.client.issue_new_wss_url
+
+        async def issue_and_remember() -> str:
+            try:
+                url = await issue()
+            except SlackApiError as exc:
+                error = exc.response.get("error", "error")
+                self.connect_error = f"apps.connections.open answered {error}"
+                raise
+            except Exception as exc:
+                self.connect_error = f"Slack cannot be reached ({type(exc).__name__})"
+                raise
+            self.connect_error = None
+            return url
+
+        self.client.issue_new_wss_url = issue_and_remember  # type: ignore[method-assign]
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         started = time.perf_counter()
@@ -96,6 +119,8 @@ async def serve(settings: Settings) -> None:
         assert settings.slack_app_token is not None
         handler = SocketHandler(bot.app, settings.slack_app_token.get_secret_value())
         readiness.socket_connected = handler.client.is_connected
+        socket_handler = handler
+        readiness.socket_problem = lambda: socket_handler.connect_error
     runner = web.AppRunner(
         build_web_app(None if handler else bot.app, readiness),
         access_log=None,
@@ -117,12 +142,21 @@ async def serve(settings: Settings) -> None:
             loop.add_signal_handler(signum, stop.set)
     sweeper = asyncio.create_task(background(flow, stop))
     warming = asyncio.create_task(warm_up(tokens))
+    # Connecting may take long (Slack down, a wrong app token: it retries every 10 s, and /readyz
+    # says why); SIGTERM must not wait for it.
+    connecting = (
+        asyncio.create_task(handler.connect_async())  # type: ignore[no-untyped-call]
+        if handler is not None
+        else None
+    )
     try:
-        if handler is not None:
-            await handler.connect_async()  # type: ignore[no-untyped-call]
         await stop.wait()
     finally:
         warming.cancel()
+        if connecting is not None and not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
         await shutdown(bot, handler, runner, readiness, sweeper, stop)
         await bot.aclose()
         await cse.aclose()

@@ -31,10 +31,12 @@ MAX_BODY = 1024 * 1024
 
 @dataclass
 class Readiness:
-    """What /readyz checks. `socket_connected` is set in Socket Mode only."""
+    """What /readyz checks. `socket_connected` (and `socket_problem`, why the last attempt to
+    connect failed) are set in Socket Mode only."""
 
     store: RequestStore
     socket_connected: Callable[[], Awaitable[bool]] | None = None
+    socket_problem: Callable[[], str | None] | None = None
     stopping: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -54,7 +56,12 @@ class Readiness:
                 connected = await self.socket_connected()
             except Exception:
                 connected = False
-            checks["socket_mode"] = "ok" if connected else "not connected to Slack"
+            problem = self.socket_problem() if self.socket_problem and not connected else None
+            checks["socket_mode"] = (
+                "ok"
+                if connected
+                else "not connected to Slack" + (f": {problem}" if problem else "")
+            )
         ok = all(v == "ok" for k, v in checks.items() if k != "shutdown") and not self.stopping
         return ok, checks
 
