@@ -13,6 +13,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from bot.core.schedule import Preview, ScheduleError, preview
+from bot.core.schedule_builder import parse_time, weekly_expression
 from bot.slack.engines import EngineCatalog, EngineChoice, EngineRefused
 
 MAX_REASON = 500
@@ -25,6 +26,9 @@ class Field(StrEnum):
     RESERVE = "reserve"
     MAX_FILES = "max_files"
     REASON = "reason"
+    # the schedule builder (modal only)
+    SCHEDULE_DAYS = "schedule_days"
+    SCHEDULE_TIME = "schedule_time"
 
 
 LABELS: dict[Field, str] = {
@@ -33,7 +37,16 @@ LABELS: dict[Field, str] = {
     Field.RESERVE: "Retention days",
     Field.MAX_FILES: "Max files",
     Field.REASON: "Reason",
+    Field.SCHEDULE_DAYS: "Days of the week",
+    Field.SCHEDULE_TIME: "Time",
 }
+
+
+class ScheduleMode(StrEnum):
+    """How the modal's schedule is given: typed as cron, or built from days and a time."""
+
+    CRON = "cron"
+    DAYS = "days"
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,22 @@ class FormInput:
     reserve: str | None = None
     max_files: str | None = None
     reason: str | None = None
+    # The schedule builder: day-of-week numbers ticked ("1" = Monday, "0" = Sunday), HH:MM.
+    schedule_mode: ScheduleMode = ScheduleMode.CRON
+    schedule_days: tuple[str, ...] | None = None
+    schedule_time: str | None = None
+
+    @property
+    def uses_builder(self) -> bool:
+        """The builder decides the schedule: chosen as the schedule type, or (lenient) the cron
+        input left empty while days and a time are picked."""
+        if self.schedule_mode is ScheduleMode.DAYS:
+            return True
+        return (
+            not (self.schedule or "").strip()
+            and bool(self.schedule_days)
+            and bool((self.schedule_time or "").strip())
+        )
 
     def complete(self, *, require_reason: bool) -> bool:
         """All values given, so the quick path can skip the form: engine, schedule, retention
@@ -64,12 +93,81 @@ class FormValues:
     max_files: int | None
     reason: str
     preview: Preview
+    built: bool = False  # the schedule builder made the expression
 
 
 @dataclass(frozen=True)
 class Validation:
     values: FormValues | None
     errors: dict[Field, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScheduleOutcome:
+    """The schedule the form gives: its preview, or one message per bad schedule input.
+
+    `built` says the builder made it (so the person sees the expression it produced); `blank`
+    says nothing was given yet (the live preview shows a hint, not an error)."""
+
+    preview: Preview | None
+    errors: dict[Field, str] = field(default_factory=dict)
+    built: bool = False
+    blank: bool = False
+
+
+def schedule_outcome(
+    given: FormInput,
+    *,
+    zone: ZoneInfo,
+    now: datetime,
+    reserve: int | None = None,
+    max_files: int | None = None,
+    count: int = 5,
+) -> ScheduleOutcome:
+    """The form's schedule, from the builder when it decides (see `uses_builder`), else from
+    the cron input. Used on submit and for the live preview."""
+    if given.uses_builder:
+        errors: dict[Field, str] = {}
+        days = tuple(given.schedule_days or ())
+        time = (given.schedule_time or "").strip()
+        if not days:
+            errors[Field.SCHEDULE_DAYS] = "Tick at least one day of the week."
+        if not time:
+            errors[Field.SCHEDULE_TIME] = "Pick the time of day the backup runs."
+        else:
+            try:
+                parse_time(time)
+            except ScheduleError as exc:
+                errors[Field.SCHEDULE_TIME] = str(exc)
+        if errors:
+            return ScheduleOutcome(None, errors, built=True, blank=not days and not time)
+        try:
+            expression = weekly_expression(days, time)
+            result = preview(
+                expression, zone=zone, after=now, count=count, reserve=reserve, max_files=max_files
+            )
+        except ScheduleError as exc:
+            return ScheduleOutcome(None, {Field.SCHEDULE_DAYS: str(exc)}, built=True)
+        return ScheduleOutcome(result, built=True)
+
+    text = (given.schedule or "").strip()
+    if not text:
+        return ScheduleOutcome(
+            None,
+            {Field.SCHEDULE: "Give a cron expression, e.g. `0 2 * * *` for 02:00 every day."},
+            blank=True,
+        )
+    if len(text) > 200:
+        return ScheduleOutcome(
+            None, {Field.SCHEDULE: "A cron expression is at most 200 characters long."}
+        )
+    try:
+        result = preview(
+            text, zone=zone, after=now, count=count, reserve=reserve, max_files=max_files
+        )
+    except ScheduleError as exc:
+        return ScheduleOutcome(None, {Field.SCHEDULE: str(exc)})
+    return ScheduleOutcome(result)
 
 
 def _quoted(text: str) -> str:
@@ -116,19 +214,9 @@ async def validate(
     if problem:
         errors[Field.MAX_FILES] = problem
 
-    result: Preview | None = None
-    schedule_text = (given.schedule or "").strip()
-    if not schedule_text:
-        errors[Field.SCHEDULE] = "Give a cron expression, e.g. `0 2 * * *` for 02:00 every day."
-    elif len(schedule_text) > 200:
-        errors[Field.SCHEDULE] = "A cron expression is at most 200 characters long."
-    else:
-        try:
-            result = preview(
-                schedule_text, zone=zone, after=now, count=5, reserve=reserve, max_files=max_files
-            )
-        except ScheduleError as exc:
-            errors[Field.SCHEDULE] = str(exc)
+    schedule = schedule_outcome(given, zone=zone, now=now, reserve=reserve, max_files=max_files)
+    errors.update(schedule.errors)
+    result = schedule.preview
 
     reason = (given.reason or "").strip()
     if require_reason and not reason:
@@ -146,5 +234,6 @@ async def validate(
             max_files=max_files,
             reason=reason,
             preview=result,
+            built=schedule.built,
         )
     )

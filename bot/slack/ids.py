@@ -23,6 +23,10 @@ class Action(StrEnum):
     MAX_FILES = "max_files"
     REASON = "reason"
     CHANNEL = "channel"
+    # the schedule builder beside the cron input (each change updates the live preview)
+    SCHEDULE_MODE = "schedule_mode"
+    SCHEDULE_DAYS = "schedule_days"
+    SCHEDULE_TIME = "schedule_time"
 
 
 class Block(StrEnum):
@@ -32,6 +36,10 @@ class Block(StrEnum):
     MAX_FILES = "max_files"
     REASON = "reason"
     CHANNEL = "channel"
+    SCHEDULE_MODE = "schedule_mode"
+    SCHEDULE_DAYS = "schedule_days"
+    SCHEDULE_TIME = "schedule_time"
+    SCHEDULE_PREVIEW = "schedule_preview"
     DECISION_REASON = "decision_reason"
     ACTIONS = "actions"
 

@@ -11,8 +11,8 @@ from bot.flow import BackupFlow
 from bot.settings import Settings
 from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog, EngineChoice
-from bot.slack.form import FormInput
-from bot.slack.views import form_view
+from bot.slack.form import FormInput, schedule_outcome
+from bot.slack.views import FormState, form_view
 
 
 @dataclass(frozen=True)
@@ -28,8 +28,14 @@ class Services:
         channel: str | None,
         given: FormInput | None = None,
         engine: EngineChoice | None = None,
+        picked_channel: str | None = None,
     ) -> dict[str, object]:
-        """The request form for `channel`, prefilled with `given` (and the engine chosen)."""
+        """The request form for `channel`, prefilled with `given` (and the engine chosen), with
+        the live preview of the schedule it holds."""
+        given = given or FormInput()
+        outcome = None
+        if (given.schedule or "").strip() or given.uses_builder:
+            outcome = schedule_outcome(given, zone=self.settings.zone, now=self.clock())
         return form_view(
             channel=channel,
             source=self.catalog.source,
@@ -38,7 +44,13 @@ class Services:
             given=given,
             engine=engine,
             require_reason=self.settings.require_reason,
+            outcome=outcome,
+            picked_channel=picked_channel,
         )
+
+    def form_again(self, channel: str | None, state: FormState) -> dict[str, object]:
+        """The form rebuilt from what it holds now (a live-preview update)."""
+        return self.form(channel, state.given, state.engine, picked_channel=state.channel)
 
     def form_from(self, source: Draft | BackupRequest) -> dict[str, object]:
         """The form prefilled from a draft (Edit) or a failed request (Edit and resubmit)."""

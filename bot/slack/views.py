@@ -6,12 +6,14 @@ channel it was opened from, the confirmation a draft id, the reason forms a requ
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from slack_sdk.models.blocks import (
     Block,
+    CheckboxesElement,
     ConversationFilter,
     ConversationSelectElement,
     ExternalDataSelectElement,
@@ -19,12 +21,17 @@ from slack_sdk.models.blocks import (
     Option,
     PlainTextInputElement,
     PlainTextObject,
+    RadioButtonsElement,
+    SectionBlock,
     StaticSelectElement,
+    TimePickerElement,
 )
+from slack_sdk.models.blocks.basic_components import DispatchActionConfig
 from slack_sdk.models.views import View
 
 from bot.core.requests import BackupRequest, Draft
 from bot.core.schedule import Preview
+from bot.core.schedule_builder import WEEK
 from bot.cse import Engine
 from bot.slack.blocks import (
     actions,
@@ -32,11 +39,14 @@ from bot.slack.blocks import (
     clip,
     context,
     fields_section,
+    md,
     preview_blocks,
+    run_lines,
     section,
 )
 from bot.slack.engines import EngineChoice, EngineSource
-from bot.slack.form import LABELS, Field, FormInput
+from bot.slack.escape import code, escape
+from bot.slack.form import LABELS, Field, FormInput, ScheduleMode, ScheduleOutcome
 from bot.slack.ids import Action, Callback
 from bot.slack.ids import Block as BlockId
 from bot.slack.messages import draft_fields, outcome_line
@@ -143,17 +153,126 @@ def _text_input(
     )
 
 
-def _channel_input() -> InputBlock:
+def _channel_input(initial: str | None = None) -> InputBlock:
     return InputBlock(
         block_id=BlockId.CHANNEL,
         label=_plain("Channel for the approval message"),
         element=ConversationSelectElement(
             action_id=Action.CHANNEL,
-            default_to_current_conversation=True,
+            default_to_current_conversation=initial is None,
+            initial_conversation=initial,
             filter=ConversationFilter(include=["public", "private"], exclude_bot_users=True),
         ),
         hint=_plain("Where a second engineer approves it; I must be a member."),
     )
+
+
+MODE_TEXT = {ScheduleMode.CRON: "Cron expression", ScheduleMode.DAYS: "Days and time"}
+DEFAULT_TIME = "02:00"
+
+
+def _mode_option(mode: ScheduleMode) -> Option:
+    return Option(text=_plain(MODE_TEXT[mode]), value=mode.value)
+
+
+def _day_option(number: int, name: str) -> Option:
+    return Option(text=_plain(name), value=str(number))
+
+
+def _schedule_inputs(given: FormInput, zone: ZoneInfo) -> list[Block]:
+    """The cron input, then the schedule type and the builder beside it (days and a time).
+
+    The cron input comes first and is there from the start, so typing a cron needs nothing
+    else (the default type is Cron expression). It is optional for Slack's client, because
+    with Days and time it may stay empty; the server asks for it when it is what counts.
+    Every input dispatches its changes, which update the live preview below them.
+    """
+    cron = InputBlock(
+        block_id=BlockId.SCHEDULE,
+        label=_plain(LABELS[Field.SCHEDULE]),
+        optional=True,
+        dispatch_action=True,
+        element=PlainTextInputElement(
+            action_id=Action.SCHEDULE,
+            placeholder=_plain("0 2 * * *"),
+            initial_value=given.schedule or None,
+            max_length=200,
+            dispatch_action_config=DispatchActionConfig(
+                trigger_actions_on=["on_enter_pressed", "on_character_entered"]
+            ),
+        ),
+        hint=PlainTextObject(
+            text=(
+                f"Five fields: minute hour day-of-month month day-of-week, read in {zone.key}. "
+                "`0 2 * * *` is 02:00 every day; `30 1 * * 1-5` is 01:30 on weekdays. "
+                "Or choose Days and time below."
+            )
+        ),
+    )
+    mode = InputBlock(
+        block_id=BlockId.SCHEDULE_MODE,
+        label=_plain("Schedule type"),
+        dispatch_action=True,
+        element=RadioButtonsElement(
+            action_id=Action.SCHEDULE_MODE,
+            options=[_mode_option(m) for m in ScheduleMode],
+            initial_option=_mode_option(given.schedule_mode),
+        ),
+    )
+    options = [_day_option(number, name) for number, name in WEEK]
+    ticked = set(given.schedule_days or ())
+    days = InputBlock(
+        block_id=BlockId.SCHEDULE_DAYS,
+        label=_plain(LABELS[Field.SCHEDULE_DAYS]),
+        optional=True,
+        dispatch_action=True,
+        element=CheckboxesElement(
+            action_id=Action.SCHEDULE_DAYS,
+            options=options,
+            initial_options=[o for o in options if o.value in ticked] or None,
+        ),
+        hint=_plain("For Days and time, as in the CSE console."),
+    )
+    time = InputBlock(
+        block_id=BlockId.SCHEDULE_TIME,
+        label=_plain(LABELS[Field.SCHEDULE_TIME]),
+        optional=True,
+        dispatch_action=True,
+        element=TimePickerElement(
+            action_id=Action.SCHEDULE_TIME,
+            initial_time=given.schedule_time or DEFAULT_TIME,
+            placeholder=_plain("Time of day"),
+        ),
+        hint=_plain(f"For Days and time: the time of day in {zone.key}."),
+    )
+    return [cron, mode, days, time]
+
+
+def schedule_preview_block(outcome: ScheduleOutcome | None) -> SectionBlock:
+    """The live preview under the schedule inputs: what the schedule means and when it runs,
+    or why it is not valid. The expression is always shown, so a person can tell which text
+    (or which builder choice) the preview describes."""
+    if outcome is None or (outcome.blank and outcome.preview is None):
+        text = (
+            "_Type a cron expression, or choose Days and time, to see what it means and when "
+            "it runs._"
+        )
+    elif outcome.preview is None:
+        problems = "\n".join(f":x: {escape(e)}" for e in outcome.errors.values())
+        source = "Days and time" if outcome.built else "The cron expression"
+        text = f"*{source} is not usable yet*\n{problems}"
+    else:
+        result = outcome.preview
+        zone = ZoneInfo(result.timezone)
+        made = "Days and time make" if outcome.built else "Schedule (cron)"
+        lines = [
+            f"*{made}* {code(result.expression)}: {escape(result.description)}",
+            f"*Next {len(result.runs)} runs* ({escape(zone.key)})",
+            *run_lines(result.runs, zone, None),
+            *(f":warning: {escape(w)}" for w in result.warnings[:5]),
+        ]
+        text = "\n".join(lines)
+    return SectionBlock(block_id=BlockId.SCHEDULE_PREVIEW, text=md(text))
 
 
 def form_view(
@@ -165,23 +284,19 @@ def form_view(
     given: FormInput | None = None,
     engine: EngineChoice | None = None,
     require_reason: bool = False,
+    outcome: ScheduleOutcome | None = None,
+    picked_channel: str | None = None,
 ) -> dict[str, Any]:
-    """The request form, optionally prefilled (quick path with some values, Edit, resubmit)."""
+    """The request form, optionally prefilled (quick path with some values, Edit, resubmit,
+    and each live-preview update, which rebuilds it from what is in it now). `outcome` is the
+    schedule preview shown under the schedule inputs; `picked_channel` the channel already
+    chosen in a form opened without one (the shortcut)."""
     given = given or FormInput()
-    blocks: list[Block] = [] if channel else [_channel_input()]
+    blocks: list[Block] = [] if channel else [_channel_input(picked_channel)]
     blocks += [
         _engine_input(source, configured, engine, given.engine),
-        _text_input(
-            Field.SCHEDULE,
-            initial=given.schedule,
-            optional=False,
-            placeholder="0 2 * * *",
-            hint=(
-                f"Five fields: minute hour day-of-month month day-of-week, read in {zone.key}. "
-                "`0 2 * * *` is 02:00 every day; `30 1 * * 1-5` is 01:30 on weekdays."
-            ),
-            max_length=200,
-        ),
+        *_schedule_inputs(given, zone),
+        schedule_preview_block(outcome),
         _text_input(
             Field.RESERVE,
             initial=given.reserve,
@@ -220,11 +335,23 @@ def form_view(
     return dict(view.to_dict())
 
 
-def confirm_view(draft: Draft, result: Preview, user_zone: ZoneInfo | None) -> dict[str, Any]:
-    """The form's second step: the preview, then Request approval."""
+def confirm_view(
+    draft: Draft, result: Preview, user_zone: ZoneInfo | None, *, built: bool = False
+) -> dict[str, Any]:
+    """The form's second step: the preview, then Request approval. `built`: the schedule
+    builder made the expression, so say which one it made."""
     blocks: list[Block] = [
         section("*Check the backup policy before asking for approval*"),
         fields_section(draft_fields(draft)),
+    ]
+    if built:
+        blocks.append(
+            section(
+                f"Days and time make the cron expression {code(result.expression)}; "
+                "that is what CSE receives."
+            )
+        )
+    blocks += [
         *preview_blocks(
             expression=result.expression,
             description=result.description,
@@ -319,3 +446,68 @@ def submitted_values(view: dict[str, Any]) -> dict[str, str | None]:
                 out[block_id] = str(value) if value is not None else None
             break
     return out
+
+
+@dataclass(frozen=True)
+class FormState:
+    """What the request form holds now, read from a view's `state.values` (on submit, and on
+    each change that updates the live preview)."""
+
+    given: FormInput
+    engine: EngineChoice | None = None  # the picked option, kept shown when the form is rebuilt
+    channel: str | None = None  # the channel picked in a form opened without one
+
+
+def _text(element: dict[str, Any], key: str) -> str | None:
+    value = element.get(key)
+    return str(value) if value is not None else None
+
+
+def form_state(view: dict[str, Any]) -> FormState:
+    """The request form's values, whatever each input's element type."""
+    state = (view.get("state") or {}).get("values") or {}
+
+    def element(block: BlockId) -> dict[str, Any]:
+        found = state.get(block.value)
+        if isinstance(found, dict):
+            for item in found.values():
+                if isinstance(item, dict):
+                    return item
+        return {}
+
+    engine_element = element(BlockId.ENGINE)
+    engine_text = _text(engine_element, "value")
+    engine: EngineChoice | None = None
+    picked = engine_element.get("selected_option")
+    if isinstance(picked, dict) and picked.get("value"):
+        engine_text = str(picked["value"])
+        shown = (
+            (picked.get("text") or {}).get("text") if isinstance(picked.get("text"), dict) else ""
+        )
+        engine = EngineChoice(id=engine_text, name=str(shown or engine_text))
+
+    mode_option = element(BlockId.SCHEDULE_MODE).get("selected_option")
+    mode_value = mode_option.get("value") if isinstance(mode_option, dict) else None
+    mode = ScheduleMode(mode_value) if mode_value in set(ScheduleMode) else ScheduleMode.CRON
+    days_element = element(BlockId.SCHEDULE_DAYS)
+    ticked = days_element.get("selected_options")
+    days = (
+        tuple(str(o.get("value")) for o in ticked if isinstance(o, dict) and o.get("value"))
+        if isinstance(ticked, list)
+        else None
+    )
+    channel_element = element(BlockId.CHANNEL)
+    channel = channel_element.get("selected_conversation") or channel_element.get(
+        "selected_channel"
+    )
+    given = FormInput(
+        engine=engine_text,
+        schedule=_text(element(BlockId.SCHEDULE), "value"),
+        reserve=_text(element(BlockId.RESERVE), "value"),
+        max_files=_text(element(BlockId.MAX_FILES), "value"),
+        reason=_text(element(BlockId.REASON), "value"),
+        schedule_mode=mode,
+        schedule_days=days,
+        schedule_time=_text(element(BlockId.SCHEDULE_TIME), "selected_time"),
+    )
+    return FormState(given=given, engine=engine, channel=str(channel) if channel else None)

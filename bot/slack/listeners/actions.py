@@ -5,19 +5,28 @@ Who clicked is always `body["user"]["id"]`; a button's value only says which req
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flow import NeedsBreakGlassReason, PostFailed
 from bot.slack.errors import guarded
 from bot.slack.ids import Action, Callback
 from bot.slack.messages import outcome_line, text_message
+from bot.slack.publisher import api_error
 from bot.slack.reply import delete_source, ephemeral, replace_source
 from bot.slack.services import Services
-from bot.slack.views import reason_view
+from bot.slack.views import ViewMeta, form_state, reason_view
+
+log = logging.getLogger("bot.slack.actions")
+
+# views.update refusals that only mean the preview is out of date: a newer version of the form
+# is already shown (hash_conflict), or the person closed or submitted it (not_found).
+STALE_VIEW = frozenset({"hash_conflict", "not_found"})
 
 
 def _clicked(body: dict[str, Any]) -> tuple[str, str]:
@@ -136,3 +145,29 @@ def register(app: AsyncApp, services: Services) -> None:
     @guarded
     async def on_input(ack: AsyncAck) -> None:
         await ack()
+
+    # The schedule inputs dispatch every change: the form comes back with the live preview.
+    @app.action(Action.SCHEDULE)
+    @app.action(Action.SCHEDULE_MODE)
+    @app.action(Action.SCHEDULE_DAYS)
+    @app.action(Action.SCHEDULE_TIME)
+    @guarded
+    async def on_schedule_change(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        await ack()
+        view = body.get("view") or {}
+        if view.get("callback_id") != Callback.FORM or not view.get("id"):
+            return
+        meta = ViewMeta.load(view.get("private_metadata"))
+        updated = services.form_again(meta.channel, form_state(view))
+        try:
+            # The hash of the version the person acted on: if the form changed since (a newer
+            # keystroke's preview landed first), Slack refuses this one instead of letting an
+            # older preview overwrite a newer form.
+            await client.views_update(view_id=view["id"], hash=view.get("hash"), view=updated)
+        except SlackApiError as exc:
+            error = api_error(exc)
+            if error not in STALE_VIEW:
+                raise
+            log.debug("live preview dropped (%s) for view %s", error, view["id"])

@@ -89,7 +89,13 @@ async def _create(
     if args.empty:
         await client.views_open(trigger_id=body["trigger_id"], view=services.form(channel))
         return
-    given = FormInput(**args.values)
+    given = FormInput(
+        engine=args.values.get("engine"),
+        schedule=args.values.get("schedule"),
+        reserve=args.values.get("reserve"),
+        max_files=args.values.get("max_files"),
+        reason=args.values.get("reason"),
+    )
     now = services.clock()
     result = await validate(
         given,

@@ -16,10 +16,10 @@ from bot.core.approval import decide_create
 from bot.core.requests import Draft, new_draft_id
 from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
-from bot.slack.form import FormInput, validate
+from bot.slack.form import validate
 from bot.slack.ids import Block, Callback
 from bot.slack.services import Services
-from bot.slack.views import ViewMeta, confirm_view, notice_view, submitted_values
+from bot.slack.views import ViewMeta, confirm_view, form_state, notice_view, submitted_values
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -28,23 +28,17 @@ def register(app: AsyncApp, services: Services) -> None:
     async def on_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
-        values = submitted_values(view)
+        state = form_state(view)
         now = services.clock()
         result = await validate(
-            FormInput(
-                engine=values.get(Block.ENGINE),
-                schedule=values.get(Block.SCHEDULE),
-                reserve=values.get(Block.RESERVE),
-                max_files=values.get(Block.MAX_FILES),
-                reason=values.get(Block.REASON),
-            ),
+            state.given,
             catalog=services.catalog,
             zone=services.settings.zone,
             now=now,
             require_reason=services.settings.require_reason,
         )
         errors = {Block(f.value).value: e for f, e in result.errors.items()}
-        channel = meta.channel or values.get(Block.CHANNEL)
+        channel = meta.channel or state.channel
         if not meta.channel:  # opened from the shortcut: the channel was chosen in the form
             if not channel:
                 errors[Block.CHANNEL.value] = "Choose the channel for the approval message."
@@ -70,7 +64,10 @@ def register(app: AsyncApp, services: Services) -> None:
         )
         await services.flow.save_draft(draft)
         zone = await services.directory.user_zone(user)
-        await ack(response_action="update", view=confirm_view(draft, form.preview, zone))
+        await ack(
+            response_action="update",
+            view=confirm_view(draft, form.preview, zone, built=form.built),
+        )
 
     @app.view(Callback.CONFIRM)
     @guarded
