@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.slack_api import iter_blocks, text_of
+from tests.fakes.slack_api import text_of
 from tests.fakes.slack_driver import state_values
 from tests.slack_harness import ALICE, BOB, CHANNEL, running
 
@@ -211,5 +211,9 @@ async def test_edit_shows_the_built_expression_in_the_cron_input() -> None:
         again = await h.driver.wait_for_view(ALICE)
         assert _input_block(again, "Schedule (cron)")["element"]["initial_value"] == "0 2 * * 0"
         assert "`0 2 * * 0`" in _preview(again)
-        blocks = [e for _, e in iter_blocks(again["blocks"])]
-        assert any(e["type"] == "timepicker" for e in blocks)
+        days = _input_block(again, "Days of the week")["element"]["initial_options"]
+        assert [text_of(o["text"]) for o in days] == ["Sun"]
+        assert _input_block(again, "Time")["element"]["initial_time"] == "02:00"
+        # Still the cron input's expression that counts, until the type is switched.
+        mode = _input_block(again, "Schedule type")["element"]["initial_option"]
+        assert text_of(mode["text"]) == "Cron expression"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.core.requests import BackupRequest, Draft
+from bot.core.schedule_builder import days_and_time
 from bot.flow import BackupFlow
 from bot.settings import Settings
 from bot.slack.directory import SlackDirectory
@@ -53,13 +54,19 @@ class Services:
         return self.form(channel, state.given, state.engine, picked_channel=state.channel)
 
     def form_from(self, source: Draft | BackupRequest) -> dict[str, object]:
-        """The form prefilled from a draft (Edit) or a failed request (Edit and resubmit)."""
+        """The form prefilled from a draft (Edit) or a failed request (Edit and resubmit).
+
+        The cron input holds the expression; when the builder could have made it, the builder
+        shows the same days and time, so switching to Days and time starts from it."""
+        built = days_and_time(source.schedule)
         given = FormInput(
             engine=source.engine_id,
             schedule=source.schedule,
             reserve=str(source.reserve) if source.reserve is not None else None,
             max_files=str(source.max_files) if source.max_files is not None else None,
             reason=source.reason or None,
+            schedule_days=tuple(str(d) for d in sorted(built[0])) if built else None,
+            schedule_time=built[1] if built else None,
         )
         channel = source.channel
         engine = EngineChoice(id=source.engine_id, name=source.engine_name)
