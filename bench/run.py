@@ -57,6 +57,7 @@ from bench.report import (
     RedisStep,
     Results,
     console_table,
+    project_commit,
     write_json,
     write_results_md,
 )
@@ -86,6 +87,7 @@ class Options:
     schedule_sample: int
     schedule_repeats: int
     profile_dir: Path | None = None
+    argv: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, argv: Sequence[str] | None) -> Options:
@@ -110,12 +112,25 @@ class Options:
             help="record the bot with py-spy during the concurrency-32 phases, into this folder",
         )
         args = parser.parse_args(argv)
+        given = tuple(sys.argv[1:] if argv is None else argv)
         if args.profile_dir is not None:
             args.profile_dir.mkdir(parents=True, exist_ok=True)
         if args.quick:
             requests = args.requests or 4
             return cls(
-                True, args.write, args.json_path, requests, 2, 1, 3, 6, 2, 40, 5, args.profile_dir
+                True,
+                args.write,
+                args.json_path,
+                requests,
+                2,
+                1,
+                3,
+                6,
+                2,
+                40,
+                5,
+                args.profile_dir,
+                given,
             )
         requests = args.requests or 500
         if requests < 1:
@@ -133,6 +148,7 @@ class Options:
             schedule_sample=1000,
             schedule_repeats=200,
             profile_dir=args.profile_dir,
+            argv=given,
         )
 
 
@@ -551,7 +567,11 @@ async def run(options: Options) -> Results:
         mode="quick" if options.quick else "full",
         machine=Machine.describe(),
         requests_per_kind=options.requests,
+        command=" ".join(["python -m bench", *options.argv]),
+        commit=project_commit(PROJECT_ROOT),
     )
+    if options.profile_dir is not None:
+        results.notes.append("recorded with py-spy running (--profile): it costs CPU too")
     progress("schedule engine")
     results.schedule = time_chosen(options.schedule_repeats)
     results.sample = worst_over_sample(options.schedule_sample)
