@@ -1,6 +1,7 @@
 """The HTTP server: Slack's requests (HTTP mode) and the health and metrics endpoints.
 
-POST /slack/events   commands, interactivity, options, events (signature verified by Bolt)
+POST /slack/events   commands, interactivity, options, events (signature verified here, before
+                     anything is parsed, and again by Bolt; no setting turns either off)
 GET  /healthz        the process is alive
 GET  /readyz         Redis answers (and, in Socket Mode, the socket is connected), else 503
 GET  /metrics        Prometheus text format
@@ -9,15 +10,19 @@ GET  /metrics        Prometheus text format
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot import metrics
 from bot.slack.reply import channel_of, payload_kind, user_of
@@ -27,6 +32,31 @@ log = logging.getLogger("bot.web")
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 1024 * 1024
+# Slack's rule: a request signed more than five minutes ago (or ahead) is refused as a replay.
+MAX_SIGNATURE_AGE = 300
+_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
+_SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
+# What parsing a body that is not a Slack payload (bad UTF-8, bad JSON, a JSON list) raises.
+_UNREADABLE = (ValueError, TypeError, AttributeError, KeyError, IndexError)
+
+
+def signed_by_slack(
+    secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
+) -> bool:
+    """Slack's v0 request signature: HMAC-SHA256 of `v0:{timestamp}:{body}` with the signing
+    secret, and a timestamp within five minutes of `now`. Anything malformed is simply false."""
+    if not secret or timestamp is None or signature is None:
+        return False
+    if not _TIMESTAMP.match(timestamp) or not _SIGNATURE.match(signature):
+        return False
+    if abs(now - int(timestamp)) > MAX_SIGNATURE_AGE:
+        return False
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    return hmac.compare_digest(f"v0={digest.hexdigest()}".encode(), signature.encode())
+
+
+def _refused(status: int, error: str) -> web.Response:
+    return web.json_response({"error": error}, status=status)
 
 
 @dataclass
@@ -95,8 +125,14 @@ def record_ack(body: dict[str, Any], status: int, seconds: float) -> None:
     )
 
 
-def build_web_app(app: AsyncApp | None, readiness: Readiness) -> web.Application:
-    """The aiohttp application. `app` None (Socket Mode): no /slack/events route."""
+def build_web_app(
+    app: AsyncApp | None, readiness: Readiness, *, signing_secret: str | None = None
+) -> web.Application:
+    """The aiohttp application. `app` None (Socket Mode): no /slack/events route.
+
+    With an app, every POST to /slack/events must carry Slack's signature made with
+    `signing_secret` (by default the app's own); there is no way to serve the route without it.
+    """
     web_app = web.Application(client_max_size=MAX_BODY)
 
     async def healthz(request: web.Request) -> web.Response:
@@ -126,10 +162,39 @@ def build_web_app(app: AsyncApp | None, readiness: Readiness) -> web.Application
 
     if app is not None:
         bolt = app
+        # The app was built with the signing secret (bot.app.build_bot refuses to build an HTTP
+        # app without one); Bolt keeps it privately, so it is read from there by default.
+        secret = (
+            signing_secret
+            if signing_secret is not None
+            else str(getattr(app, "_signing_secret", "") or "")
+        )
+        if not secret:
+            raise ValueError("SLACK_SIGNING_SECRET is required to serve Slack requests over HTTP")
 
         async def slack_events(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
-            bolt_request = await to_bolt_request(request)
+            raw = await request.read()
+            if not signed_by_slack(
+                secret,
+                raw,
+                request.headers.get("X-Slack-Request-Timestamp"),
+                request.headers.get("X-Slack-Signature"),
+                time.time(),
+            ):
+                record_ack({}, 401, time.perf_counter() - started)
+                return _refused(401, "invalid request")
+            try:
+                bolt_request = AsyncBoltRequest(
+                    body=raw.decode("utf-8"),
+                    query=request.query_string,
+                    headers=request.headers,  # type: ignore[arg-type]
+                )
+                if not isinstance(bolt_request.body, dict):
+                    raise ValueError("the body is not an object")
+            except _UNREADABLE:  # signed, yet not a Slack payload: never from Slack itself
+                log.warning("a signed request to /slack/events could not be read")
+                return _refused(400, "unreadable request")
             bolt_response = await bolt.async_dispatch(bolt_request)
             body = bolt_request.body if isinstance(bolt_request.body, dict) else {}
             record_ack(body, bolt_response.status, time.perf_counter() - started)

@@ -292,3 +292,17 @@ class LatencyProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def settled(fake: FakeSlack, quiet: float = 0.2, timeout: float = 5.0) -> int:
+    """Wait until the bot has made no Slack call for `quiet` seconds (background updates such
+    as the App Home finish first); returns the fake's call count then."""
+    deadline = time.monotonic() + timeout
+    count = fake.mark()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet)
+        now = fake.mark()
+        if now == count:
+            return count
+        count = now
+    return count
