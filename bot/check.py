@@ -8,17 +8,21 @@ described by their kind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
+import redis.asyncio as aioredis
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import GROUP_ID, ConfigError, Settings
 
 CHECK_TIMEOUT = 10.0
+SIGNING_SECRET = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -62,9 +66,13 @@ def check_config(settings: Settings) -> list[CheckResult]:
     except ConfigError as exc:
         results.append(CheckResult("FAIL", "configuration", str(exc), "set it, then run again"))
     if settings.socket_mode:
+        unused = " (SLACK_SIGNING_SECRET is not used)" if settings.slack_signing_secret else ""
         results.append(
             CheckResult(
-                "OK", "mode", f"Socket Mode (SLACK_APP_TOKEN set); health on {settings.port}"
+                "OK",
+                "mode",
+                f"Socket Mode (SLACK_APP_TOKEN set){unused}; /healthz, /readyz and /metrics on "
+                f"port {settings.port}",
             )
         )
     else:
@@ -72,10 +80,37 @@ def check_config(settings: Settings) -> list[CheckResult]:
             CheckResult(
                 "OK",
                 "mode",
-                f"HTTP mode: Slack must reach POST /slack/events on port {settings.port}",
+                f"HTTP mode (SLACK_APP_TOKEN not set): Slack must reach POST /slack/events on "
+                f"port {settings.port}",
             )
         )
+        secret = settings.slack_signing_secret
+        if secret is not None and not SIGNING_SECRET.match(secret.get_secret_value()):
+            results.append(
+                CheckResult(
+                    "WARN",
+                    "signing secret",
+                    "SLACK_SIGNING_SECRET does not look like a Slack signing secret (32 hex "
+                    "characters); Slack's requests will then all be refused with 401",
+                    "copy Basic Information -> App Credentials -> Signing Secret (not the "
+                    "Verification Token or the Client Secret)",
+                )
+            )
     return results
+
+
+def _redis_fix(url: str, reason: str) -> str:
+    scheme = urlsplit(url).scheme
+    if scheme == "rediss" and ("Timeout" in reason or "SSL" in reason or "ssl" in reason):
+        return (
+            "rediss:// connects with TLS: check that the server speaks TLS on that port and "
+            "that its certificate is trusted here; a Redis without TLS takes redis://"
+        )
+    if scheme == "unix":
+        return "check the socket path and that this user may open it (Redis `unixsocketperm`)"
+    if "AUTH" in reason or "password" in reason or "NOAUTH" in reason or "WRONGPASS" in reason:
+        return "put the right user and password in REDIS_URL (redis://user:password@host:6379/0)"
+    return "start Redis or correct REDIS_URL"
 
 
 async def check_store(settings: Settings) -> CheckResult:
@@ -89,19 +124,53 @@ async def check_store(settings: Settings) -> CheckResult:
             "restart and replicas cannot share it",
             "set REDIS_URL=redis://host:6379/0 for production",
         )
-    store = open_store(settings.redis_url, settings.redis_prefix)
+    url = settings.redis_url
+    store = open_store(url, settings.redis_prefix)
     try:
         await store.ping()
-        return CheckResult("OK", "redis", f"{redact_url(settings.redis_url)} answers PING")
+        return CheckResult("OK", "redis", f"{redact_url(url)} answers PING")
     except StoreUnavailable as exc:
+        cause = exc.__cause__
+        reason = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        password = urlsplit(url).password
+        if password:
+            reason = reason.replace(password, "***")
         return CheckResult(
             "FAIL",
             "redis",
-            f"{redact_url(settings.redis_url)} does not answer ({exc})",
-            "start Redis or correct REDIS_URL",
+            f"{redact_url(url)} does not answer ({reason})",
+            _redis_fix(url, reason),
         )
     finally:
-        await store.aclose()
+        with contextlib.suppress(Exception):
+            await store.aclose()
+
+
+async def check_persistence(settings: Settings) -> CheckResult | None:
+    """A WARN when Redis keeps no append-only file: a Redis restart then loses what was written
+    since its last snapshot (pending approvals, history, audit). None when it cannot be told."""
+    if settings.redis_url is None:
+        return None
+    client: aioredis.Redis = aioredis.from_url(
+        settings.redis_url, socket_timeout=3, socket_connect_timeout=3, decode_responses=True
+    )
+    try:
+        info = await client.info("persistence")
+    except Exception:  # not answering (reported by the redis check) or INFO not allowed
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+    if str(info.get("aof_enabled", "1")) == "1":
+        return CheckResult("OK", "redis persistence", "append-only file on")
+    return CheckResult(
+        "WARN",
+        "redis persistence",
+        "append-only file off: if Redis restarts, approvals and history written since its last "
+        "snapshot are lost",
+        "run Redis with `appendonly yes` (deploy/docker-compose.yml does), or use a managed "
+        "Redis with persistence",
+    )
 
 
 def _slack_fix(error: str) -> str:
@@ -202,15 +271,19 @@ async def check_socket(settings: Settings) -> CheckResult | None:
         return CheckResult("OK", "socket mode", "apps.connections.open accepted the app token")
     except SlackApiError as exc:
         error = str(exc.response.get("error", "error"))
+        fix = {
+            "invalid_auth": "copy the app-level token (xapp-) from Basic Information -> "
+            "App-Level Tokens again, or generate a new one with connections:write",
+            "not_allowed_token_type": "SLACK_APP_TOKEN must be the app-level token (xapp-), "
+            "not the bot token",
+        }.get(error, "enable Socket Mode and give the app-level token the connections:write scope")
+        return CheckResult("FAIL", "socket mode", f"apps.connections.open answered {error}", fix)
+    except Exception as exc:
         return CheckResult(
             "FAIL",
             "socket mode",
-            f"apps.connections.open answered {error}",
-            "enable Socket Mode and give the app-level token the connections:write scope",
-        )
-    except Exception as exc:
-        return CheckResult(
-            "FAIL", "socket mode", f"Slack cannot be reached ({type(exc).__name__})", "network"
+            f"{settings.slack_api_url} cannot be reached ({type(exc).__name__})",
+            "check SLACK_API_URL and the network (Socket Mode needs outbound HTTPS and WSS)",
         )
 
 
@@ -241,7 +314,14 @@ async def check_cse(settings: Settings) -> list[CheckResult]:
     )
     try:
         if settings.cse_auth_token:
-            results.append(CheckResult("OK", "token", "static CSE_AUTH_TOKEN is set"))
+            results.append(
+                CheckResult(
+                    "OK",
+                    "token",
+                    "static CSE_AUTH_TOKEN is set (service tokens expire 24 h after issue and "
+                    "the bot cannot renew this one: prefer the IAM_* settings)",
+                )
+            )
         else:
             try:
                 await tokens.token()
@@ -272,14 +352,14 @@ async def check_cse(settings: Settings) -> list[CheckResult]:
             try:
                 engines = await cse.list_engines(project)
             except (CseError, CseUnavailable, IamError) as exc:
-                results.append(
-                    CheckResult(
-                        "FAIL",
-                        "cse",
-                        f"listing engines failed: {exc}",
-                        "check CSE_ENDPOINT, the region and the token's project",
-                    )
+                token_refused = isinstance(exc, CseError) and exc.status == 401
+                fix = (
+                    "the token is expired or invalid (APIGW.0301): issue a new CSE_AUTH_TOKEN, "
+                    "or better set the IAM_* settings so that the bot renews it"
+                    if token_refused and settings.cse_auth_token
+                    else "check CSE_ENDPOINT, the region and the token's project"
                 )
+                results.append(CheckResult("FAIL", "cse", f"listing engines failed: {exc}", fix))
                 return results
             results.append(CheckResult("OK", "cse", f"{len(engines)} engine(s) in the project"))
             known = {e.id for e in engines}
@@ -320,16 +400,20 @@ async def run_checks(settings: Settings, out: Callable[[str], None] = print) -> 
     )
     groups: list[Awaitable[list[CheckResult]]] = []
 
-    async def one(coro: Awaitable[CheckResult], name: str) -> list[CheckResult]:
-        return [await _bounded(coro, name)]
-
     async def many(coro: Awaitable[list[CheckResult]], name: str) -> list[CheckResult]:
         try:
             return await asyncio.wait_for(coro, CHECK_TIMEOUT * 3)
         except TimeoutError:
             return [CheckResult("FAIL", name, "no answer in time", "check the network")]
 
-    groups.append(one(check_store(settings), "redis"))
+    async def store_checks() -> list[CheckResult]:
+        found = [await _bounded(check_store(settings), "redis")]
+        if found[0].status == "OK":
+            persistence = await check_persistence(settings)
+            found.extend([persistence] if persistence else [])
+        return found
+
+    groups.append(store_checks())
     if settings.slack_bot_token:
         groups.append(many(check_slack(settings, client), "slack"))
     else:

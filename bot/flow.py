@@ -217,7 +217,7 @@ class BackupFlow:
 
     async def _withdraw(self, request: BackupRequest, why: str) -> None:
         try:
-            await self.store.transition(
+            final = await self.store.transition(
                 request.id,
                 State.CANCELLED,
                 SYSTEM,
@@ -227,6 +227,8 @@ class BackupFlow:
             )
         except (TransitionRefused, StoreUnavailable) as exc:
             log.error("could not withdraw %s after a failed post: %s", request.id, exc)
+        else:
+            _counted(final, "cancelled", SYSTEM)  # every submitted request ends in one outcome
 
     # --- approve -----------------------------------------------------------------------------
 
