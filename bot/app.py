@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -21,6 +22,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
+from bot.core.approval import Policy
 from bot.cse import CseClient
 from bot.flow import BackupFlow
 from bot.iam import TokenProvider
@@ -28,6 +30,7 @@ from bot.settings import Settings
 from bot.slack import errors
 from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog
+from bot.slack.home import AppHome
 from bot.slack.listeners import register_listeners
 from bot.slack.messages import Audience
 from bot.slack.publisher import SlackPublisher
@@ -145,7 +148,9 @@ class Bot:
     session: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
-        """Close the HTTP connections to Slack shared by the app's clients."""
+        """Stop republishing Home tabs; close the HTTP connections to Slack shared by the app's
+        clients."""
+        await self.services.home.aclose()
         if self.session is not None and not self.session.closed:
             await self.session.close()
 
@@ -189,11 +194,12 @@ def build_bot(
     api = web_client(settings, token, session)
     groups = frozenset(p for p in (*settings.approvers, *settings.requesters) if p.startswith("S"))
     directory = SlackDirectory(api, groups)
+    home = AppHome(api, store, Policy.from_settings(settings), directory.groups_of, clock)
     flow = BackupFlow(
         settings,
         store=store,
         cse=cse,
-        announcer=SlackPublisher(api, Audience(settings.approvers), clock),
+        announcer=SlackPublisher(api, Audience(settings.approvers), clock, on_change=home.changed),
         groups_of=directory.groups_of,
         clock=clock,
     )
@@ -203,9 +209,21 @@ def build_bot(
 
     catalog = EngineCatalog(settings.engines, lister=cse.list_engines, project_id=project_id)
     services = Services(
-        settings=settings, flow=flow, catalog=catalog, directory=directory, clock=clock
+        settings=settings,
+        flow=flow,
+        catalog=catalog,
+        directory=directory,
+        clock=clock,
+        home=home,
     )
+
+    async def with_home(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        # The error handler answers a click made in the Home tab in the tab itself.
+        context["home"] = home
+        await next()
+
     app.use(_count)
+    app.use(with_home)
     errors.register(app)
     register_listeners(app, services)
     return Bot(app=app, services=services, session=session)

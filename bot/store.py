@@ -316,6 +316,7 @@ class _Keys:
         self.pending = f"{prefix}:idx:pending"
         self.approved = f"{prefix}:idx:approved"
         self.global_audit = f"{prefix}:audit"
+        self.home_viewers = f"{prefix}:idx:home"
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:req:{request_id}"
@@ -544,6 +545,26 @@ class RequestStore:
         """True for the first caller (in any replica) to claim `key` within `ttl`."""
         with _unavailable_on_error():
             return bool(await self._redis.set(self._keys.once(key), "1", nx=True, ex=_seconds(ttl)))
+
+    # --- App Home viewers (who to republish the Home tab for after a change) ---------------
+
+    async def note_home_viewer(self, user: str, now: datetime, keep: int = 200) -> None:
+        """`user` opened the bot's Home tab at `now`; only the `keep` latest viewers are kept."""
+        key = self._keys.home_viewers
+        with _unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zadd(key, {user: _aware(now).timestamp()})
+                pipe.zremrangebyrank(key, 0, -keep - 1)
+                pipe.expire(key, self._history)
+                await pipe.execute()
+
+    async def home_viewers(self, since: datetime, limit: int = 25) -> list[str]:
+        """Users who opened the Home tab at or after `since`, the latest first."""
+        with _unavailable_on_error():
+            users = await self._redis.zrevrangebyscore(
+                self._keys.home_viewers, "+inf", _aware(since).timestamp(), start=0, num=limit
+            )
+        return [str(u) for u in users]
 
     # --- requests: reads -------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ import inspect
 import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
@@ -82,6 +82,7 @@ async def handle_error(
     body: dict[str, Any],
     response: BoltResponse | None,
     client: AsyncWebClient,
+    context: Mapping[str, Any] | None = None,
 ) -> BoltResponse | None:
     kind = payload_kind(body)
     message = known_message(error)
@@ -118,14 +119,39 @@ async def handle_error(
             return _json({"response_type": "ephemeral", "text": message})
         if kind == "block_suggestion":
             return _json({"options": []})
-        await _tell(body, client, error, message)
+        await _tell(body, client, error, message, context)
         return BoltResponse(status=200, body="")
-    await _tell(body, client, error, message)
+    await _tell(body, client, error, message, context)
     return None
 
 
-async def _tell(body: dict[str, Any], client: AsyncWebClient, error: Exception, text: str) -> None:
+class HomeNotices(Protocol):
+    async def publish(self, user: str, notice: str | None = None) -> None: ...
+
+
+def from_home(body: dict[str, Any]) -> bool:
+    """The interaction came from the App Home tab (which has no channel to answer in)."""
+    view = body.get("view")
+    return isinstance(view, dict) and view.get("type") == "home"
+
+
+async def _tell(
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    error: Exception,
+    text: str,
+    context: Mapping[str, Any] | None = None,
+) -> None:
     channel = getattr(error, "channel", None)
+    home: HomeNotices | None = (context or {}).get("home")
+    if home is not None and from_home(body):
+        # Answered in the tab itself, rebuilt from the store: the viewer sees why, and what is
+        # true now. (The store may be what failed: then an ephemeral, as elsewhere.)
+        try:
+            await home.publish(_user(body), notice=f":warning: {text}")
+            return
+        except Exception as exc:
+            log.warning("could not answer in the Home tab: %s", type(exc).__name__)
     try:
         await ephemeral(body, client, text_message(text), channel=channel)
     except Exception:
@@ -154,7 +180,7 @@ def guarded(func: Listener) -> Listener:
     through Bolt's error path, which puts the answer into the ack itself (modal errors, say).
     """
     wanted = list(inspect.signature(func).parameters)
-    names = list(dict.fromkeys([*wanted, "ack", "body", "client"]))
+    names = list(dict.fromkeys([*wanted, "ack", "body", "client", "context"]))
 
     async def listener(**kwargs: Any) -> None:
         try:
@@ -163,7 +189,7 @@ def guarded(func: Listener) -> Listener:
             ack = kwargs["ack"]
             if ack.response is None:
                 raise
-            await handle_error(error, kwargs["body"], None, kwargs["client"])
+            await handle_error(error, kwargs["body"], None, kwargs["client"], kwargs["context"])
 
     listener.__name__ = func.__name__
     listener.__qualname__ = func.__qualname__

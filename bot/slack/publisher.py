@@ -49,11 +49,22 @@ def channel_problem(error: str, channel: str) -> str:
 
 class SlackPublisher:
     def __init__(
-        self, client: AsyncWebClient, audience: Audience, clock: Callable[[], datetime]
+        self,
+        client: AsyncWebClient,
+        audience: Audience,
+        clock: Callable[[], datetime],
+        on_change: Callable[[BackupRequest], None] | None = None,
     ) -> None:
         self._client = client
         self._audience = audience
         self._clock = clock
+        # Told of every request shown anew (posted or updated): the App Home republishes the
+        # tabs of the people it concerns.
+        self._on_change = on_change
+
+    def _changed(self, request: BackupRequest) -> None:
+        if self._on_change is not None:
+            self._on_change(request)
 
     async def _post(self, channel: str, message: Message, **extra: Any) -> str:
         try:
@@ -78,13 +89,16 @@ class SlackPublisher:
 
     async def post_approval(self, request: BackupRequest, channel: str) -> str:
         message = approval_message(request, audience=self._audience, now=self._clock())
-        return await self._post(channel, message)
+        ts = await self._post(channel, message)
+        self._changed(request)
+        return ts
 
     async def post_status(self, request: BackupRequest, channel: str) -> str:
         return await self._post(channel, status_message(request))
 
     async def refresh(self, request: BackupRequest) -> None:
         """Rebuild the approval message (and the status message) from the stored request."""
+        self._changed(request)
         if request.message_channel and request.message_ts:
             message = approval_message(request, audience=self._audience, now=self._clock())
             await self._update(request.message_channel, request.message_ts, message)

@@ -13,6 +13,7 @@ from bot.settings import Settings
 from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog, EngineChoice
 from bot.slack.form import FormInput, schedule_outcome
+from bot.slack.home import AppHome
 from bot.slack.views import FormState, form_view
 
 
@@ -23,6 +24,7 @@ class Services:
     catalog: EngineCatalog
     directory: SlackDirectory
     clock: Callable[[], datetime]
+    home: AppHome
 
     def form(
         self,

@@ -14,7 +14,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flow import NeedsBreakGlassReason, PostFailed
-from bot.slack.errors import guarded
+from bot.slack.errors import from_home, guarded
 from bot.slack.ids import Action, Callback
 from bot.slack.messages import outcome_line, text_message
 from bot.slack.publisher import api_error
@@ -130,7 +130,10 @@ def register(app: AsyncApp, services: Services) -> None:
         await ack()
         user, request_id = _clicked(body)
         request = await flow.cancel(request_id, user)
-        await ephemeral(body, client, text_message(outcome_line(request)))
+        if from_home(body):  # the tab is republished by the change; say it there too
+            await services.home.publish(user, notice=outcome_line(request))
+        else:
+            await ephemeral(body, client, text_message(outcome_line(request)))
 
     @app.action(Action.EDIT_AND_RESUBMIT)
     @guarded
