@@ -24,6 +24,12 @@ LIST_TIMEOUT = 2.0
 _USABLE = {"", "available", "running", "normal", "active"}
 
 
+def usable(engine: Engine) -> bool:
+    """A backup policy needs a running engine: AVAILABLE / running, in any case (an engine
+    without a status, e.g. a configured one, is taken as usable)."""
+    return engine.status.strip().lower() in _USABLE
+
+
 class EngineRefused(ValueError):
     """The engine text names no usable engine; str(e) says why and what to give instead."""
 
@@ -142,7 +148,7 @@ class EngineCatalog:
             match = named[0] if named else None
         if match is None:
             raise EngineRefused(f"CSE has no engine {_shown(text)} in this project.")
-        if match.status.strip().lower() not in _USABLE:
+        if not usable(match):
             raise EngineRefused(
                 f"Engine {_shown(match.name or match.id)} is {match.status}, not available; "
                 "a backup policy needs a running engine."

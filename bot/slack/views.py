@@ -44,7 +44,7 @@ from bot.slack.blocks import (
     run_lines,
     section,
 )
-from bot.slack.engines import EngineChoice, EngineSource
+from bot.slack.engines import EngineChoice, EngineSource, usable
 from bot.slack.escape import code, escape
 from bot.slack.form import LABELS, Field, FormInput, ScheduleMode, ScheduleOutcome
 from bot.slack.ids import Action, Callback
@@ -79,9 +79,14 @@ def _plain(text: str) -> PlainTextObject:
 
 
 def engine_option(engine: Engine | EngineChoice) -> Option:
+    """An engine as the picker shows it: name (type, status), and a word when it cannot take a
+    backup policy (shown, so nobody wonders where it went; refused on submit, with the reason)."""
     if isinstance(engine, Engine):
         extra = ", ".join(p for p in (engine.type, engine.status) if p)
         text = f"{engine.name or engine.id}" + (f" ({extra})" if extra else "")
+        if not usable(engine):
+            marker = " - not available"
+            text = clip(text, 75 - len(marker)) + marker
     else:
         text = engine.name
     return Option(text=_plain(text), value=engine.id)
