@@ -517,9 +517,11 @@ concurrency-32 phases (`pip install py-spy` first; it is not a project dependenc
   are `INFO commandstats` deltas (commands inside Lua scripts included, the bench's own INFO
   excluded); *sent* and *round trips* come from the proxy: it parses the RESP the bot sends
   (which also gives the command names below), and counts a round trip each time the bot sends
-  after Redis has answered (a pipeline or a script is one). The bot's once-a-second background
-  sweep (the only user of ZRANGE/ZRANGEBYSCORE) is recognised and the steps it fell into are
-  left out; each step is the median of the rest, a whole request the sum of its steps.
+  after Redis has answered (a pipeline or a script is one). Everything a step sets off counts,
+  also in the background (the Home tab republished after a change). The bot's once-a-second
+  sweep is not the request's: it is recognised by its ZRANGEBYSCORE, which nothing else uses,
+  and the steps it fell into are left out; each step is the median of the rest (or of all runs,
+  if none is clean), a whole request the sum of its steps.
 - **Schedule engine.** `bot.core.schedule.preview` (parse, describe, next 5 runs, lint) in this
   process; a never-firing expression is timed to its ScheduleError. The chosen expressions are
   timed 200 times each and judged on p95 (the engine is deterministic; a lone slow repeat is a
@@ -530,6 +532,18 @@ concurrency-32 phases (`pip install py-spy` first; it is not a project dependenc
   /proc/<pid>/status after the first 1,000 requests (a mix of help, preview, quick-path create
   and requests made pending), and again at the end.
 """
+
+
+def runs_of(names: list[str]) -> list[str]:
+    """["HGET", "HGET", "SET"] -> ["HGET ×2", "SET"]."""
+    out: list[str] = []
+    count = 0
+    for index, name in enumerate(names):
+        count += 1
+        if index + 1 == len(names) or names[index + 1] != name:
+            out.append(name if count == 1 else f"{name} ×{count}")
+            count = 0
+    return out
 
 
 def _kept_notes(path: Path) -> str:
@@ -573,7 +587,7 @@ def results_markdown(results: Results, kept_notes: str = "") -> str:
             spread = ", ".join(f"{k} {v}" for k, v in path.breakdown.items())
             lines.append(f"- {path.name}; executed by Redis, by command: {spread}")
             for step in path.steps:
-                sent = " → ".join(step.sequence) or "nothing"
+                sent = " → ".join(runs_of(step.sequence)) or "nothing"
                 lines.append(
                     f"  - {step.name}: {sent} ({step.round_trips} round trips; "
                     f"{step.clean_runs} of {path.runs} runs free of the background sweep)"
