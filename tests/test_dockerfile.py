@@ -455,3 +455,28 @@ def test_k8s_settings_are_known_and_load(
     assert settings.socket_mode
     assert settings.uses_iam
     assert settings.redis_url is not None
+
+
+def _drain_bound() -> float:
+    """How long `run` may take after SIGTERM: CSE calls under way finish (bounded)."""
+    from bot.runtime import SHUTDOWN_GRACE
+
+    cse_timeout = Settings.model_fields["cse_timeout"].default
+    return float(cse_timeout) + SHUTDOWN_GRACE
+
+
+def test_k8s_grace_period_outlasts_the_drain(k8s: dict[str, dict[str, Any]]) -> None:
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    pause = 0.0
+    pre_stop = _container(k8s).get("lifecycle", {}).get("preStop")
+    if pre_stop is not None:
+        command = " ".join(pre_stop["exec"]["command"])
+        assert command.startswith("python ")  # the slim image has python, no curl, no shell tools
+        pause = float(command.rsplit("sleep(", 1)[1].split(")")[0])
+    assert pod["terminationGracePeriodSeconds"] > pause + _drain_bound()
+
+
+def test_compose_grace_period_outlasts_the_drain(compose: dict[str, Any]) -> None:
+    grace = compose["services"]["bot"]["stop_grace_period"]
+    assert grace.endswith("s")
+    assert float(grace[:-1]) > _drain_bound()
