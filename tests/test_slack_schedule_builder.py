@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.fakes.slack_api import text_of
 from tests.fakes.slack_driver import state_values
-from tests.slack_harness import ALICE, BOB, CHANNEL, running
+from tests.slack_harness import ALICE, APPROVALS, BOB, CHANNEL, running
 
 GOOD = {"Engine": "prod", "Retention days": "7", "Max files": "5"}
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri"]
@@ -217,3 +217,46 @@ async def test_edit_shows_the_built_expression_in_the_cron_input() -> None:
         # Still the cron input's expression that counts, until the type is switched.
         mode = _input_block(again, "Schedule type")["element"]["initial_option"]
         assert text_of(mode["text"]) == "Cron expression"
+
+
+async def test_a_late_preview_never_replaces_the_confirmation() -> None:
+    async with running() as h:
+        await h.driver.command(ALICE, CHANNEL, "create")
+        form = await h.driver.wait_for_view(ALICE)
+        await h.driver.submit_view(ALICE, form, {**GOOD, "Schedule (cron)": "0 2 * * *"})
+        confirm = h.driver.current_view(ALICE)
+        assert confirm is not None and confirm["callback_id"] == "backup_confirm"
+        before = h.fake.mark()
+
+        # A keystroke sent just before the submit, answered after it.
+        action = {
+            "type": "plain_text_input",
+            "action_id": "schedule",
+            "block_id": "schedule",
+            "value": "0 2 * * *",
+            "action_ts": "1700000000.000002",
+        }
+        state = state_values(form["blocks"], {"schedule": "0 2 * * *"}, enforce=False)
+        await h.driver._block_actions(ALICE, form, action, state=state)
+        call = await h.fake.async_wait_for("views.update", since=before)
+        assert call.response["error"] == "hash_conflict"
+        now = h.driver.current_view(ALICE)
+        assert now is not None and now["callback_id"] == "backup_confirm"
+
+
+async def test_live_preview_in_the_shortcut_form_keeps_the_channel_picker() -> None:
+    async with running() as h:
+        await h.driver.shortcut(ALICE, "create_backup_policy")
+        form = await h.driver.wait_for_view(ALICE)
+        # Inputs that do not change the preview are acknowledged, nothing more.
+        await h.driver.select(ALICE, "channel", APPROVALS, view=form)
+        await h.driver.select(ALICE, "schedule_days", ["Sat"], view=form)
+        form = await h.driver.wait_for_view(ALICE)
+        assert "`0 2 * * 6`" in _preview(form)
+        channel = next(b for b in form["blocks"] if b.get("block_id") == "channel")["element"]
+        assert channel["type"] == "conversations_select"
+        await h.driver.submit_view(ALICE, form, {**GOOD, "channel": APPROVALS})
+        confirm = h.driver.current_view(ALICE)
+        assert confirm is not None and "`0 2 * * 6`" in json.dumps(confirm["blocks"])
+        await h.driver.submit_view(ALICE, confirm)
+        await h.driver.wait_for_message("Approve", channel=APPROVALS)

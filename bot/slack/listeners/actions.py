@@ -145,6 +145,10 @@ def register(app: AsyncApp, services: Services) -> None:
 
     # Inputs inside the form (a select changing, say) need nothing but an ack.
     @app.action(Action.ENGINE)
+    @app.action(Action.CHANNEL)
+    @app.action(Action.RESERVE)
+    @app.action(Action.MAX_FILES)
+    @app.action(Action.REASON)
     @guarded
     async def on_input(ack: AsyncAck) -> None:
         await ack()
