@@ -430,3 +430,44 @@ async def test_rediss_against_a_plain_redis_is_not_ready_and_says_redis(world: W
     assert "secret-redis-pw" not in bot.log_path.read_text()
     start = next(e for e in bot.log_entries() if "request store" in e["message"])
     assert start["message"].startswith("request store: rediss://127.0.0.1:6379/0")
+
+
+# --- the README's Operating it section -----------------------------------------------------
+
+
+def test_readme_operating_section_matches_the_code() -> None:
+    from bot import metrics
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Operating it", 1)[1].split("\n## ", 1)[0]
+    names = {
+        family.name
+        for family in metrics.REGISTRY.collect()
+        if family.name.startswith("cse_backup_")
+    }
+    assert names
+    for name in names:
+        assert f"`{name}" in section, f"{name} is not described in README"
+    for link in re.findall(r"\]\(((?:deploy|Dockerfile)[^)]*)\)", section):
+        assert (root / link).exists(), link
+    for heading in (
+        "Health",
+        "Metrics",
+        "Logs",
+        "Several replicas",
+        "Backing up",
+        "Troubleshooting",
+    ):
+        assert f"### {heading}" in section
+    for symptom in (
+        "not_in_channel",
+        "invalid_auth",
+        "expired_trigger_id",
+        "not answering",
+        "APIGW.0301",
+        "outcome unknown",
+        "dispatch_failed",
+        "CSE_SCHEDULE_TIMEZONE",
+    ):
+        assert symptom in section.split("### Troubleshooting", 1)[1], symptom
