@@ -22,6 +22,7 @@ With no REDIS_URL the same code runs over an in-process fakeredis server.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -708,6 +709,44 @@ def _audit_entry(entry_id: Any, request_id: Any, fields: Any) -> AuditEntry:
     )
 
 
+# Redis restarted (or a proxy dropped idle connections) while connections sat in the pool: a
+# dead connection must be opened again before a command is sent on it, never after, so that no
+# command is ever sent twice. Two checks: a connection whose socket the peer already closed is
+# reopened when taken from the pool, and one idle for longer than this is PINGed first (the
+# PING, and only the PING, is tried again on a fresh connection).
+HEALTH_CHECK_AFTER = 1.0
+_PING_RETRY = Retry(NoBackoff(), 1)
+
+
+def _reconnecting(
+    connection_class: type[aioredis.connection.AbstractConnection],
+) -> type[aioredis.connection.AbstractConnection]:
+    """`connection_class` (plain, TLS or unix socket) that reopens a dead connection first."""
+
+    class Reconnecting(connection_class):  # type: ignore[valid-type,misc]
+        async def connect(self) -> None:
+            # The pool calls this before handing a connection out (its own check for a closed
+            # socket is off while Redis maintenance notifications are enabled, the default).
+            writer, reader = self._writer, self._reader
+            if (writer is not None and writer.transport.is_closing()) or (
+                reader is not None and (reader.at_eof() or reader.exception() is not None)
+            ):
+                await self.disconnect()
+            await super().connect()
+
+        async def check_health(self) -> None:
+            if (
+                self.health_check_interval
+                and asyncio.get_running_loop().time() > self.next_health_check
+            ):
+                await _PING_RETRY.call_with_retry(
+                    self._send_ping, self._ping_failed, with_failure_count=True
+                )
+
+    Reconnecting.__name__ = Reconnecting.__qualname__ = f"Reconnecting{connection_class.__name__}"
+    return Reconnecting
+
+
 def open_store(
     redis_url: str | None,
     prefix: str,
@@ -732,10 +771,12 @@ def open_store(
         decode_responses=True,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_timeout,
-        health_check_interval=30,
+        health_check_interval=HEALTH_CHECK_AFTER,
         # No automatic retry: a script whose answer was lost may already have run, and running
         # it again would turn a successful approval into "already approved".
         retry=Retry(NoBackoff(), 0),
     )
+    pool = client.connection_pool
+    pool.connection_class = _reconnecting(pool.connection_class)
     log.info("request store: %s (prefix %r)", _redacted(redis_url), prefix)
     return RequestStore(client, prefix, history=history)
