@@ -128,7 +128,7 @@ async def test_app_home_lists_what_waits_for_the_viewer() -> None:
     async with running() as h:
         request_id = await h.create_request()
         await h.driver.app_home_opened(BOB)
-        await h.fake.async_wait_for("views.publish")
+        await h.fake.async_wait_for("views.publish", lambda c: c.args.get("user_id") == BOB)
         home = h.fake.home(BOB)
         assert home is not None
         assert request_id in json.dumps(home["blocks"])
