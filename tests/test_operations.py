@@ -181,6 +181,7 @@ async def test_http_flow_is_measured_and_logged_without_ids_in_labels(world: Wor
 
     assert total("cse_backup_interactions_total", kind="command", outcome="received") == 4
     assert total("cse_backup_interactions_total", outcome="bad_signature") == 1
+    assert total("cse_backup_interactions_total", kind="block_actions", outcome="refused") >= 1
     assert total("cse_backup_requests_total", outcome="submitted") == 4
     assert total("cse_backup_requests_total", outcome="created") == 1
     assert total("cse_backup_requests_total", outcome="failed") == 1
