@@ -327,6 +327,10 @@ class Host:
         response = await driver.click(APPROVER, "Approve", message=self.slack.message(channel, ts))
         return response.status_code
 
+    async def op_slack_mark(self) -> int:
+        """How many Slack calls (Web API and response_url) the fake has had so far."""
+        return self.slack.mark()
+
     async def op_slack_calls(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for call in self.slack.calls:

@@ -46,12 +46,14 @@ def available() -> bool:
 
 @contextmanager
 def recording(pid: int, output: Path) -> Iterator[None]:
-    """py-spy records `pid` while the block runs; collapsed stacks go to `output`."""
+    """py-spy records `pid` while the block runs; its collapsed stacks are appended to
+    `output` (so several blocks of one phase make one profile)."""
     binary = shutil.which("py-spy")
     if binary is None:
         raise BenchError("--profile needs py-spy: pip install py-spy (into the venv)")
     argv = [binary, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw"]
-    argv += ["--output", str(output), "--nonblocking"]
+    part = output.with_name(output.name + ".part")
+    argv += ["--output", str(part), "--nonblocking"]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(STARTUP)  # py-spy attaching; a SIGINT before that kills it without output
     try:
@@ -63,9 +65,12 @@ def recording(pid: int, output: Path) -> Iterator[None]:
         except subprocess.TimeoutExpired:
             process.kill()
             _, err = process.communicate(timeout=10)
-        if not output.exists():
+        if not part.exists():
             detail = err.decode(errors="replace")[-500:]
             raise BenchError(f"py-spy (exit {process.returncode}) wrote nothing: {detail}")
+        with output.open("a") as whole:
+            whole.write(part.read_text())
+        part.unlink()
 
 
 def _area(path: str) -> str:

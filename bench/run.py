@@ -31,7 +31,7 @@ import redis.asyncio as redis
 
 from bench import PROJECT_ROOT
 from bench.host_client import FakesHost
-from bench.load import App, Payload, Summary, closed_loop, interleaved, sender
+from bench.load import App, Interleaved, Payload, Summary, closed_loop, interleaved, sender
 from bench.procs import (
     LOOPBACK,
     BenchError,
@@ -278,19 +278,42 @@ class Bench:
             raw.with_suffix(".summary.txt").write_text(summarise(raw))
 
     async def memory(self, bot: App, pid: int) -> None:
-        """RSS_AFTER requests of several kinds (a fifth of them whole requests made pending),
-        then the bot's resident memory."""
-        pending = RSS_AFTER // 5
-        await self.make_pending(pending // 2)
-        served = self.prepared_requests
+        """RSS_AFTER requests of several kinds (a tenth of them whole requests, made pending and
+        approved), then the bot's resident memory."""
+        payloads, ids = await self.prepare("approve", RSS_AFTER // 20)
+        outcomes = [self.outcomes.expect(i) for i in ids]
+        await closed_loop(len(payloads), 8, sender(bot, payloads))
+        await self.outcomes.wait_all(outcomes)
+        served = bot.sent + self.prepared_requests
         per_kind = (RSS_AFTER - served) // len(COMMAND_TEXTS)
         for index, text in enumerate(COMMAND_TEXTS.values()):
             count = per_kind if index else RSS_AFTER - served - per_kind * (len(COMMAND_TEXTS) - 1)
             chunk = await self.payloads("build_commands", text=text, n=count)
             await closed_loop(len(chunk), 8, sender(bot, chunk))
-        await asyncio.sleep(0.5)  # replies after the acks
+        await self.quiet()
         self.results.rss_bot = rss_bytes(pid)
         self.results.rss_bot_after = bot.sent + self.prepared_requests
+
+    async def quiet(self, still: float = 0.3, timeout: float = 10.0) -> None:
+        """Until the bot has made no Slack call for `still` seconds (bounded): what it was set
+        off to do (replies, message updates, Home tabs) is done."""
+        deadline = time.monotonic() + timeout
+        last = await self.host.call("slack_mark")
+        since = time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            now = await self.host.call("slack_mark")
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= still:
+                return
+
+    @staticmethod
+    def batch(concurrency: int) -> int:
+        """Approve clicks are measured in batches of requests made pending just before, so the
+        bot never carries more pending requests than this (a real backlog is small; the bot's
+        sweep and Home tab read every pending request)."""
+        return max(16, 3 * concurrency)
 
     async def ack_phases(self, bot: App, bare: App, pid: int) -> None:
         opts = self.options
@@ -304,16 +327,22 @@ class Bench:
 
         for concurrency in CONCURRENCY:
             for kind, _ in KINDS:
-                progress(f"ack {kind} at concurrency {concurrency}: preparing {opts.requests}")
-                chunk, ids = await self.prepare(kind, opts.requests)
-                outcomes = [self.outcomes.expect(i) for i in ids]
-                await asyncio.sleep(0.3)  # let the bot finish what preparing asked of it
-                progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} requests each")
-                profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
-                meter = CpuMeter(self.procs.spawned)
-                with profile if concurrency == 32 else contextlib.nullcontext():
-                    done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
-                used = meter.used()
+                if kind == "approve":
+                    progress(f"ack approve at concurrency {concurrency}: {opts.requests} each")
+                    done, used, active = await self.approve_phase(bot, bare, pid, concurrency)
+                else:
+                    progress(f"ack {kind} at concurrency {concurrency}: preparing")
+                    chunk, _ = await self.prepare(kind, opts.requests)
+                    await self.quiet()
+                    progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} each")
+                    profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
+                    meter = CpuMeter(self.procs.spawned)
+                    started = time.monotonic()
+                    with profile if concurrency == 32 else contextlib.nullcontext():
+                        done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
+                    await self.quiet()
+                    used = meter.used()
+                    active = time.monotonic() - started - done.bare_wall
                 self.results.ack.append(
                     AckRow(
                         kind,
@@ -326,18 +355,54 @@ class Bench:
                 )
                 if concurrency == 32:
                     # the fakes and Redis work for the bot; the bare app asks nothing of them
-                    self.results.cpu_share[f"ack {kind}, c=32, the bot's blocks"] = {
-                        name: used[name] / done.bot_wall
+                    self.results.cpu_share[f"ack {kind}, c=32"] = {
+                        name: used[name] / active
                         for name in ("bot", "fakes-host", "redis", "bench")
                         if name in used
                     }
-                failed = await self.outcomes.wait_all(outcomes)
-                if failed:
-                    self.results.notes.append(
-                        f"{failed} of the {len(chunk)} approvals clicked at concurrency "
-                        f"{concurrency} did not end in a created policy"
-                    )
-                await asyncio.sleep(0.3)  # let the bot finish what it does after acking
+
+    async def approve_phase(
+        self, bot: App, bare: App, pid: int, concurrency: int
+    ) -> tuple[Interleaved, dict[str, float], float]:
+        """Approve clicks in batches: make a batch pending, click it on the bot (and wait for
+        every outcome), send the same payloads to the bare app; alternate which goes first."""
+        done = Interleaved()
+        used: dict[str, float] = {}
+        active = 0.0  # seconds the bot's side took, with the flows its clicks set off
+        failed = 0
+        left = self.options.requests
+        index = 0
+        while left > 0:
+            size = min(self.batch(concurrency), left)
+            left -= size
+            payloads, ids = await self.prepare("approve", size)
+            await self.quiet()
+            sides = [(bot, done.bot), (bare, done.bare)]
+            for app, times in sides if index % 2 == 0 else sides[::-1]:
+                outcomes = [self.outcomes.expect(i) for i in ids] if app is bot else []
+                meter = CpuMeter(self.procs.spawned)
+                started = time.monotonic()
+                profile = self.profiling(pid, f"ack-approve-c{concurrency}")
+                with profile if concurrency == 32 and app is bot else contextlib.nullcontext():
+                    latencies, wall = await closed_loop(size, concurrency, sender(app, payloads))
+                failed += await self.outcomes.wait_all(outcomes)
+                await self.quiet()
+                times.extend(latencies)
+                if app is bot:
+                    done.bot_wall += wall
+                    active += time.monotonic() - started
+                else:
+                    done.bare_wall += wall
+                for name, seconds in meter.used().items():
+                    if (name == "bare") == (app is bare):  # each side's processes, its blocks
+                        used[name] = used.get(name, 0.0) + seconds
+            index += 1
+        if failed:
+            self.results.notes.append(
+                f"{failed} of the approvals clicked at concurrency {concurrency} did not end in "
+                "a created policy"
+            )
+        return done, used, active
 
     async def bare_only(self, bare: App) -> None:
         """The bare app's rows when the bot cannot run (its payloads built without the bot)."""
@@ -354,50 +419,59 @@ class Bench:
     async def full_flow(self, bot: App, pid: int) -> None:
         opts = self.options
         await self.host.call("cse_delay", seconds=CSE_DELAY)
-        warm = min(5, opts.flow_c1)
-        progress(f"preparing {warm + opts.flow_c1 + opts.flow_c32} pending requests")
-        ids = await self.make_pending(warm + opts.flow_c1 + opts.flow_c32)
-        payloads = await self.payloads("build_approvals", request_ids=ids)
-        groups = [(1, 0, warm), (1, warm, warm + opts.flow_c1)]
-        groups.append((32, warm + opts.flow_c1, len(ids)))
-        for index, (concurrency, first, last) in enumerate(groups):
-            if index:
-                progress(f"full flow at concurrency {concurrency}: {last - first} approvals")
+        phases = [(1, min(5, opts.flow_c1), False), (1, opts.flow_c1, True)]
+        phases.append((32, opts.flow_c32, True))
+        for concurrency, n, record in phases:
+            if record:
+                progress(f"full flow at concurrency {concurrency}: {n} approvals")
+            latencies: list[float] = []
+            wall = 0.0
             failures = 0
+            used: dict[str, float] = {}
+            left = n
+            while left > 0:
+                size = min(self.batch(concurrency), left)
+                left -= size
+                payloads, ids = await self.prepare("approve", size)
+                await self.quiet()
 
-            async def one(i: int, first: int = first) -> float:
-                nonlocal failures
-                future = self.outcomes.expect(ids[first + i])
-                sent = time.monotonic()
-                await bot.send(payloads[first + i])
-                try:
-                    header, arrived = await asyncio.wait_for(future, RESULT_TIMEOUT)
-                except TimeoutError:
-                    failures += 1
-                    return RESULT_TIMEOUT
-                failures += header != CREATED_HEADER
-                return arrived - sent
+                async def one(
+                    i: int, ids: list[str] = ids, payloads: list[Payload] = payloads
+                ) -> float:
+                    nonlocal failures
+                    future = self.outcomes.expect(ids[i])
+                    sent = time.monotonic()
+                    await bot.send(payloads[i])
+                    try:
+                        header, arrived = await asyncio.wait_for(future, RESULT_TIMEOUT)
+                    except TimeoutError:
+                        failures += 1
+                        return RESULT_TIMEOUT
+                    failures += header != CREATED_HEADER
+                    return arrived - sent
 
-            profile = self.profiling(pid, f"flow-c{concurrency}")
-            meter = CpuMeter(self.procs.spawned)
-            with profile if concurrency == 32 else contextlib.nullcontext():
-                latencies, wall = await closed_loop(last - first, concurrency, one)
-            if index:
-                self.results.cpu_share[f"full flow, c={concurrency}"] = {
-                    name: seconds / wall
-                    for name, seconds in meter.used().items()
-                    if name in ("bot", "fakes-host", "redis", "bench")
-                }
-            if index == 0:
+                meter = CpuMeter(self.procs.spawned)
+                profile = self.profiling(pid, f"flow-c{concurrency}")
+                with profile if concurrency == 32 and record else contextlib.nullcontext():
+                    batch_latencies, batch_wall = await closed_loop(size, concurrency, one)
+                for name, seconds in meter.used().items():
+                    used[name] = used.get(name, 0.0) + seconds
+                latencies += batch_latencies
+                wall += batch_wall
+                await self.quiet()
+            if not record:
                 continue  # warm-up
+            self.results.cpu_share[f"full flow, c={concurrency}"] = {
+                name: used[name] / wall
+                for name in ("bot", "fakes-host", "redis", "bench")
+                if name in used
+            }
             self.results.flow.append(
-                FlowRow(
-                    concurrency, Summary.of(latencies), len(latencies) / wall, CSE_DELAY, failures
-                )
+                FlowRow(concurrency, Summary.of(latencies), n / wall, CSE_DELAY, failures)
             )
             if failures:
                 self.results.notes.append(
-                    f"full flow at concurrency {concurrency}: {failures} of {len(latencies)} "
+                    f"full flow at concurrency {concurrency}: {failures} of {n} "
                     "approvals did not end in a created policy within "
                     f"{RESULT_TIMEOUT:.0f} s"
                 )
