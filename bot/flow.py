@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -29,13 +31,29 @@ from bot.core.schedule import next_runs, parse_schedule
 from bot.cse import CseClient, CseError, CseOutcomeUnknown, CseUnavailable
 from bot.iam import IamError
 from bot.settings import Settings
-from bot.store import RequestNotFound, RequestStore, StoreUnavailable, TransitionRefused
+from bot.store import (
+    LEASE,
+    RequestNotFound,
+    RequestStore,
+    StoreUnavailable,
+    TransitionRefused,
+)
 
 log = logging.getLogger("bot.flow")
 
 # An approved request whose CSE call has not been recorded after this long is marked unknown:
 # the replica that made the call died, or could not write the outcome.
 STUCK_AFTER = timedelta(minutes=5)
+# Redis away when the CSE outcome comes back: keep trying to record it this long (the lease
+# says this replica is alive meanwhile), telling people after the first few failed attempts.
+RECORD_PATIENCE = STUCK_AFTER - timedelta(seconds=30)
+TELL_AFTER_ATTEMPTS = 5  # about three seconds of failures
+# Who holds a lease (for people reading Redis, and the logs).
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+NO_OUTCOME = (
+    "The CSE call was made but its outcome was never recorded (the bot stopped during the "
+    "call). Check the CSE console before trying again."
+)
 DRAFT_TTL = timedelta(hours=2)
 SYSTEM = "system"
 CSE_ACTOR = "cse"
@@ -286,15 +304,33 @@ class BackupFlow:
         return f"This request is {current.state.value}; nothing changed."
 
     async def _create(self, request: BackupRequest) -> BackupRequest:
-        """The claimed request: show it approved, call CSE once, record and show the outcome."""
-        shown = asyncio.ensure_future(self._quietly(self.announcer.refresh(request)))
-        to, patch = await self._call_cse(request)
-        await shown
-        final = await self._record(request, to, patch)
+        """The claimed request: show it approved, call CSE once, record and show the outcome.
+
+        The lease taken with the claim is renewed until the outcome is recorded, so other
+        replicas know this one is alive; if it dies, the lease lapses and a sweep marks the
+        request unknown (never calls CSE again)."""
+        holding = asyncio.ensure_future(self._hold_lease(request.id))
+        try:
+            shown = asyncio.ensure_future(self._quietly(self.announcer.refresh(request)))
+            to, patch = await self._call_cse(request)
+            await shown
+            final, told = await self._record(request, to, patch)
+        finally:
+            holding.cancel()
         await self._quietly(self.announcer.refresh(final))
-        await self._quietly(self.announcer.post_result(final))
+        if not told:
+            await self._quietly(self.announcer.post_result(final))
         _counted(final, final.state.value, CSE_ACTOR)
         return final
+
+    async def _hold_lease(self, request_id: str) -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            try:
+                if not await self.store.renew_lease(request_id, INSTANCE):
+                    return
+            except StoreUnavailable:
+                metrics.REDIS_ERRORS.inc()
 
     async def _call_cse(self, request: BackupRequest) -> tuple[State, dict[str, Any]]:
         started = self.clock()
@@ -343,14 +379,23 @@ class BackupFlow:
 
     async def _record(
         self, request: BackupRequest, to: State, patch: dict[str, Any]
-    ) -> BackupRequest:
-        """Write the CSE outcome; Redis may blink, so try for a while before giving up."""
-        delay = 0.2
-        for attempt in range(6):
+    ) -> tuple[BackupRequest, bool]:
+        """Write the CSE outcome; returns it, and whether people were already shown it.
+
+        Redis may be away: keep trying for RECORD_PATIENCE. After the first few failed attempts
+        the outcome is shown (refreshed message and result post) marked as not recorded yet,
+        never as if it were; once written, the message is refreshed from the store."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORD_PATIENCE.total_seconds()
+        delay, attempts, told = 0.2, 0, False
+        while True:
             try:
-                return await self.store.transition(
+                final = await self.store.transition(
                     request.id, to, CSE_ACTOR, self.clock(), expected=State.APPROVED, patch=patch
                 )
+                if told:
+                    log.info("outcome %s of %s recorded after all", to, request.id)
+                return final, told
             except TransitionRefused as exc:
                 # Marked unknown meanwhile (a stuck-call sweep): keep what CSE said visible.
                 log.error(
@@ -359,20 +404,26 @@ class BackupFlow:
                     request.id,
                     exc.current.state,
                 )
-                return exc.current.model_copy(update={"state": to, **patch})
+                return exc.current.model_copy(update={"state": to, **patch}), told
             except StoreUnavailable:
                 metrics.REDIS_ERRORS.inc()
-                if attempt == 5:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                attempts += 1
+            if attempts == TELL_AFTER_ATTEMPTS and not told:
+                told = True
+                shown = unrecorded(request, to, patch)
+                await self._quietly(self.announcer.refresh(shown))
+                await self._quietly(self.announcer.post_result(shown))
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
         log.error(
-            "outcome %s of %s could not be written to the store; showing it anyway",
+            "outcome %s of %s could not be written to the store; shown as not recorded",
             to,
             request.id,
             extra={"request_id": request.id, "to_state": str(to)},
         )
-        return request.model_copy(update={"state": to, **patch})
+        return unrecorded(request, to, patch), told
 
     # --- reject, cancel ----------------------------------------------------------------------
 
@@ -445,9 +496,14 @@ class BackupFlow:
             _counted(final, "expired", SYSTEM)
             changed += 1
             await self._quietly(self.announcer.refresh(final))
-        # Our own CSE calls end within CSE_TIMEOUT; anything approved for longer is stuck.
+        # The replica making a CSE call holds the request's lease until the outcome is recorded:
+        # a lapsed lease means it died mid-call. And our own calls end within CSE_TIMEOUT (their
+        # recording within RECORD_PATIENCE): anything approved for longer is stuck anyway.
         stuck_after = max(STUCK_AFTER, timedelta(seconds=self.settings.cse_timeout + 60))
-        for request in await self.store.stale_approved(now - stuck_after):
+        stuck = {r.id: r for r in await self.store.stale_approved(now - stuck_after)}
+        for orphan in await self.store.orphaned_approved(now - LEASE):
+            stuck.setdefault(orphan.id, orphan)
+        for request in stuck.values():
             try:
                 final = await self.store.transition(
                     request.id,
@@ -459,11 +515,7 @@ class BackupFlow:
                         "error": {
                             "status": None,
                             "error_code": "NO_OUTCOME",
-                            "error_msg": (
-                                "The CSE call was made but its outcome was never recorded (the "
-                                "bot stopped during the call). Check the CSE console before "
-                                "trying again."
-                            ),
+                            "error_msg": NO_OUTCOME,
                             "detail": "",
                         }
                     },
@@ -551,6 +603,16 @@ def _approval(request: BackupRequest, outcome: str, user: str, why: object = Non
             "reason": str(why) if why is not None else None,
         },
     )
+
+
+def unrecorded(request: BackupRequest, to: State, patch: dict[str, Any]) -> BackupRequest:
+    """The outcome CSE gave, for showing while the store cannot record it: marked
+    `unrecorded` (in its policy or error), so every message says it is not recorded yet."""
+    shown = {key: dict(value) if isinstance(value, dict) else value for key, value in patch.items()}
+    for key in ("policy", "error"):
+        if isinstance(shown.get(key), dict):
+            shown[key]["unrecorded"] = True
+    return request.model_copy(update={"state": to, **shown})
 
 
 def _cse_error(exc: CseError) -> dict[str, Any]:

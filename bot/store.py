@@ -16,6 +16,8 @@ Layout (all keys under the configured prefix `P`):
     P:idx:approved        sorted set of approved ids by claim time (stuck CSE calls)
     P:draft:{id}          a form awaiting confirmation, with a TTL
     P:once:{key}          SET NX EX markers (reminders, expiry) shared by replicas
+    P:lease:{id}          held (PX, renewed) by the replica making the CSE call of an approved
+                          request; gone while still approved = that replica died mid-call
 
 With no REDIS_URL the same code runs over an in-process fakeredis server.
 """
@@ -54,6 +56,10 @@ from bot.core.requests import (
 log = logging.getLogger(__name__)
 
 HISTORY = timedelta(days=30)
+# How long the replica making a CSE call holds its request's lease without renewing it. It
+# renews every third of this while the call (and the recording of its outcome) is under way;
+# a lease that lapses while the request is still `approved` means that replica died mid-call.
+LEASE = timedelta(seconds=10)
 AUDIT_MAXLEN = 10_000
 
 
@@ -173,8 +179,8 @@ return {'ok'}
 """
 )
 
-# KEYS: req, pending index, approved index, audit, global audit
-# ARGV: user, now epoch, now iso, break-glass reason or '', maxlen
+# KEYS: req, pending index, approved index, audit, global audit, lease
+# ARGV: user, now epoch, now iso, break-glass reason or '', maxlen, lease ms
 _LUA_APPROVE = (
     _LUA_AUDIT
     + """
@@ -205,6 +211,7 @@ if #approvals >= d.required_approvals or glass ~= '' then
   d.decided_by = user
   redis.call('ZREM', KEYS[2], d.id)
   redis.call('ZADD', KEYS[3], ARGV[2], d.id)
+  redis.call('SET', KEYS[6], user, 'PX', ARGV[6])
 end
 if glass ~= '' then note = 'break glass: ' .. glass end
 local out = cjson.encode(d)
@@ -215,7 +222,7 @@ return {'ok', out, claimed}
 """
 )
 
-# KEYS: req, pending index, approved index, audit, global audit
+# KEYS: req, pending index, approved index, audit, global audit, lease
 # ARGV: to, actor, now epoch, now iso, allowed-from (JSON list), patch (JSON), history seconds,
 #       note, maxlen, terminal ('1' or '0')
 _LUA_TRANSITION = (
@@ -239,7 +246,10 @@ d.state = to
 d.version = d.version + 1
 d.updated_at = ARGV[4]
 if from == 'pending' then redis.call('ZREM', KEYS[2], d.id) end
-if from == 'approved' then redis.call('ZREM', KEYS[3], d.id) end
+if from == 'approved' then
+  redis.call('ZREM', KEYS[3], d.id)
+  redis.call('DEL', KEYS[6])
+end
 if to == 'approved' then redis.call('ZADD', KEYS[3], ARGV[3], d.id) end
 local out = cjson.encode(d)
 redis.call('HSET', KEYS[1], 'doc', out)
@@ -253,6 +263,14 @@ end
 return {'ok', out, from}
 """
 )
+
+# KEYS: req, lease.  ARGV: holder, lease ms
+_LUA_RENEW = """
+local raw = redis.call('HGET', KEYS[1], 'doc')
+if not raw or cjson.decode(raw).state ~= 'approved' then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 # KEYS: req.  ARGV: patch (JSON), now iso
 _LUA_UPDATE = """
@@ -334,6 +352,9 @@ class _Keys:
     def draft(self, draft_id: str) -> str:
         return f"{self.prefix}:draft:{draft_id}"
 
+    def lease(self, request_id: str) -> str:
+        return f"{self.prefix}:lease:{request_id}"
+
     def once(self, key: str) -> str:
         return f"{self.prefix}:once:{key}"
 
@@ -362,6 +383,8 @@ class RequestStore:
         self._approve = client.register_script(_LUA_APPROVE)
         self._transition = client.register_script(_LUA_TRANSITION)
         self._update = client.register_script(_LUA_UPDATE)
+        self._renew = client.register_script(_LUA_RENEW)
+        self._lease_ms = str(int(LEASE.total_seconds() * 1000))
 
     def __repr__(self) -> str:
         kind = "embedded" if self._embedded else "redis"
@@ -459,8 +482,9 @@ class RequestStore:
                     k.approved,
                     k.audit(request_id),
                     k.global_audit,
+                    k.lease(request_id),
                 ],
-                args=[user, _epoch(now), _iso(now), glass, self._maxlen],
+                args=[user, _epoch(now), _iso(now), glass, self._maxlen, self._lease_ms],
             )
         request = self._result(request_id, result)
         claimed = bool(int(result[2]))
@@ -512,6 +536,7 @@ class RequestStore:
                     k.approved,
                     k.audit(request_id),
                     k.global_audit,
+                    k.lease(request_id),
                 ],
                 args=[
                     str(to),
@@ -541,6 +566,16 @@ class RequestStore:
                 args=[patch_json, _iso(now or datetime.now(UTC))],
             )
         return self._result(request_id, result)
+
+    async def renew_lease(self, request_id: str, holder: str) -> bool:
+        """Hold the request's lease for another LEASE while its CSE call is under way; False
+        once the request is no longer `approved` (its outcome is recorded)."""
+        k = self._keys
+        with _unavailable_on_error():
+            renewed = await self._renew(
+                keys=[k.request(request_id), k.lease(request_id)], args=[holder, self._lease_ms]
+            )
+        return bool(int(renewed))
 
     async def claim_once(self, key: str, ttl: int | timedelta) -> bool:
         """True for the first caller (in any replica) to claim `key` within `ttl`."""
@@ -598,6 +633,26 @@ class RequestStore:
         with _unavailable_on_error():
             ids = await self._redis.zrangebyscore(self._keys.approved, "-inf", _epoch(older_than))
         found = await self._load(self._keys.approved, [str(i) for i in ids])
+        return [r for r in found if r.state is State.APPROVED]
+
+    async def orphaned_approved(self, claimed_before: datetime) -> list[BackupRequest]:
+        """Requests claimed for the CSE call at or before `claimed_before`, still `approved`,
+        whose lease has lapsed: the replica making the call is gone."""
+        with _unavailable_on_error():
+            ids = [
+                str(i)
+                for i in await self._redis.zrangebyscore(
+                    self._keys.approved, "-inf", _epoch(claimed_before)
+                )
+            ]
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for request_id in ids:
+                    pipe.exists(self._keys.lease(request_id))
+                held = await pipe.execute()
+        lapsed = [i for i, h in zip(ids, held, strict=True) if not int(h)]
+        found = await self._load(self._keys.approved, lapsed)
         return [r for r in found if r.state is State.APPROVED]
 
     async def audit(self, request_id: str) -> list[AuditEntry]:

@@ -90,8 +90,25 @@ def error_fields(error: dict[str, Any] | None) -> tuple[str, str, str, str]:
     )
 
 
+UNRECORDED = (
+    ":warning: This outcome could not be recorded yet: the request store (Redis) is not "
+    "answering. The bot keeps trying; until then `/cse-backup status` may still show the "
+    "request as approved. Do not approve it again."
+)
+
+
+def unrecorded(request: BackupRequest) -> bool:
+    """CSE answered but the store could not record it yet (the flow marks what it shows)."""
+    return bool((request.policy or {}).get("unrecorded") or (request.error or {}).get("unrecorded"))
+
+
 def outcome_line(request: BackupRequest) -> str:
     """One line saying where the request stands, for the approval and status messages."""
+    line = _outcome(request)
+    return f"{line}\n{UNRECORDED}" if unrecorded(request) else line
+
+
+def _outcome(request: BackupRequest) -> str:
     match request.state:
         case State.PENDING:
             line = (
@@ -302,12 +319,16 @@ def result_message(request: BackupRequest) -> Message | None:
     """The message posted once the CSE call has an outcome (None before that)."""
     match request.state:
         case State.CREATED:
-            return created_message(request)
+            message = created_message(request)
         case State.FAILED:
-            return failed_message(request)
+            message = failed_message(request)
         case State.UNKNOWN:
-            return unknown_message(request)
-    return None
+            message = unknown_message(request)
+        case _:
+            return None
+    if unrecorded(request):
+        return Message(text=message.text, blocks=[*message.blocks, *dump([section(UNRECORDED)])])
+    return message
 
 
 def break_glass_message(request: BackupRequest, user: str, reason: str) -> Message:
