@@ -260,3 +260,29 @@ async def test_live_preview_in_the_shortcut_form_keeps_the_channel_picker() -> N
         assert confirm is not None and "`0 2 * * 6`" in json.dumps(confirm["blocks"])
         await h.driver.submit_view(ALICE, confirm)
         await h.driver.wait_for_message("Approve", channel=APPROVALS)
+
+
+async def test_a_submission_older_than_the_preview_still_gets_its_confirmation() -> None:
+    async with running() as h:
+        await h.driver.command(ALICE, CHANNEL, "create")
+        snapshot = await h.driver.wait_for_view(ALICE)
+        await h.driver.select(ALICE, "schedule", "0 2 * * *", view=snapshot)
+        await h.driver.wait_for_view(ALICE)  # the preview landed: the form has a new hash
+
+        # The person's client submits the version it had before that preview arrived.
+        values = {**GOOD, "Schedule (cron)": "0 2 * * *"}
+        snapshot["state"] = {"values": state_values(snapshot["blocks"], values)}
+        payload = {
+            **h.driver._base("view_submission", ALICE),
+            "trigger_id": h.fake.issue_trigger_id(ALICE),
+            "view": snapshot,
+            "response_urls": [],
+        }
+        response = await h.driver.send_interaction(payload)
+        assert response.json()["response_action"] == "update"
+        h.fake.apply_view_response(snapshot["id"], response.json(), snapshot["hash"])
+        # The ack alone would lose to the newer preview; the bot put the confirmation there.
+        current = h.driver.current_view(ALICE)
+        assert current is not None and current["callback_id"] == "backup_confirm"
+        await h.driver.submit_view(ALICE, current)
+        await h.driver.wait_for_message("Approve", channel=CHANNEL)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from bot.core.requests import BackupRequest, Draft
@@ -14,6 +14,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog, EngineChoice
 from bot.slack.form import FormInput, schedule_outcome
 from bot.slack.home import AppHome
+from bot.slack.previews import PreviewVersions
 from bot.slack.views import FormState, form_view
 
 
@@ -25,6 +26,7 @@ class Services:
     directory: SlackDirectory
     clock: Callable[[], datetime]
     home: AppHome
+    previews: PreviewVersions = field(default_factory=PreviewVersions)
 
     def form(
         self,

@@ -168,13 +168,20 @@ def register(app: AsyncApp, services: Services) -> None:
             return
         meta = ViewMeta.load(view.get("private_metadata"))
         updated = services.form_again(meta.channel, form_state(view))
-        try:
-            # The hash of the version the person acted on: if the form changed since (a newer
-            # keystroke's preview landed first), Slack refuses this one instead of letting an
-            # older preview overwrite a newer form.
-            await client.views_update(view_id=view["id"], hash=view.get("hash"), view=updated)
-        except SlackApiError as exc:
-            error = api_error(exc)
-            if error not in STALE_VIEW:
-                raise
-            log.debug("live preview dropped (%s) for view %s", error, view["id"])
+        async with services.previews.updating(view["id"]):
+            try:
+                # The hash of the version the person acted on: if the form changed since (a
+                # newer keystroke's preview landed first, or the form was submitted), Slack
+                # refuses this one instead of letting an older preview overwrite a newer form.
+                response = await client.views_update(
+                    view_id=view["id"], hash=view.get("hash"), view=updated
+                )
+            except SlackApiError as exc:
+                error = api_error(exc)
+                if error not in STALE_VIEW:
+                    raise
+                log.debug("live preview dropped (%s) for view %s", error, view["id"])
+                return
+        landed = (response.get("view") or {}).get("hash")
+        if landed:
+            services.previews.landed(view["id"], str(landed))

@@ -6,10 +6,12 @@ refusal) happens before `ack`, so the error handler can still answer in the moda
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
@@ -18,14 +20,19 @@ from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
 from bot.slack.form import validate
 from bot.slack.ids import Block, Callback
+from bot.slack.publisher import api_error
 from bot.slack.services import Services
 from bot.slack.views import ViewMeta, confirm_view, form_state, notice_view, submitted_values
+
+log = logging.getLogger("bot.slack.views")
 
 
 def register(app: AsyncApp, services: Services) -> None:
     @app.view(Callback.FORM)
     @guarded
-    async def on_form(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_form(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    ) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
         state = form_state(view)
@@ -64,10 +71,9 @@ def register(app: AsyncApp, services: Services) -> None:
         )
         await services.flow.save_draft(draft)
         zone = await services.directory.user_zone(user)
-        await ack(
-            response_action="update",
-            view=confirm_view(draft, form.preview, zone, built=form.built),
-        )
+        confirm = confirm_view(draft, form.preview, zone, built=form.built)
+        await _over_a_newer_preview(client, services, view, confirm)
+        await ack(response_action="update", view=confirm)
 
     @app.view(Callback.CONFIRM)
     @guarded
@@ -125,3 +131,19 @@ def register(app: AsyncApp, services: Services) -> None:
     @guarded
     async def on_notice(ack: AsyncAck) -> None:
         await ack()
+
+
+async def _over_a_newer_preview(
+    client: AsyncWebClient, services: Services, view: dict[str, Any], confirm: dict[str, Any]
+) -> None:
+    """When a live-preview update landed after the version that was submitted, the answer to
+    the submission might be dropped in favour of that preview: put the confirmation over the
+    preview first (with the preview's hash, so nothing newer is overwritten)."""
+    view_id = str(view.get("id") or "")
+    newer = await services.previews.newer_than(view_id, view.get("hash")) if view_id else None
+    if newer is None:
+        return
+    try:
+        await client.views_update(view_id=view_id, hash=newer, view=confirm)
+    except SlackApiError as exc:
+        log.info("confirmation not put over the preview (%s)", api_error(exc))
