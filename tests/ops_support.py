@@ -281,14 +281,3 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
         for s in samples
         if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
-
-
-def run_check(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
