@@ -6,7 +6,8 @@ The create call is not idempotent, so the client is strict about when it may try
 - the gateway answered 401: the token is renewed once and the call repeated once (the gateway
   refused the first, so nothing was created);
 - anything after the request may have left (read timeout, dropped connection, the overall
-  deadline): `CseOutcomeUnknown`, never retried; someone must look in the CSE console first.
+  deadline, a gateway's 502 or 504): `CseOutcomeUnknown`, never retried; someone must look in
+  the CSE console first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _AFTER_SEND_ERRORS = (
     httpx.RemoteProtocolError,
 )
 _CHECK_CONSOLE = "The policy may have been created: check the CSE console before trying again."
+# Gateway answers that mean the request may have reached CSE but its answer did not come back.
+_GATEWAY_LOST = frozenset({502, 504})
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -87,7 +90,13 @@ class CseOutcomeUnknown(CseError):
 
 
 class CseUnavailable(Exception):
-    """CSE could not be reached at all, even after retries. Nothing reached CSE; safe to retry."""
+    """CSE could not be reached at all, even after retries. Nothing reached CSE; safe to retry.
+
+    `iam` is True when it was IAM (the service token) that did not come in time."""
+
+    def __init__(self, message: str, *, iam: bool = False) -> None:
+        super().__init__(message)
+        self.iam = iam
 
 
 # --- values ----------------------------------------------------------------------------------
@@ -405,7 +414,8 @@ class CseClient:
             )
             raise CseUnavailable(
                 f"{waited_for} within {self._timeout:g}s; nothing was sent to CSE, "
-                "it is safe to try again"
+                "it is safe to try again",
+                iam=getting_token,
             ) from None
         except CseOutcomeUnknown:
             self._finish("create_backup_policy", None, started, "unknown", engine=engine_id)
@@ -417,6 +427,22 @@ class CseClient:
             self._finish("create_backup_policy", status, started, outcome, engine=engine_id)
             raise
 
+        if response.status_code in _GATEWAY_LOST:
+            # A gateway between us and CSE lost CSE's answer (502 bad gateway, 504 backend
+            # timeout): CSE may well have created the policy. Never a failure, never a retry.
+            self._finish("create_backup_policy", status, started, "unknown", engine=engine_id)
+            error = parse_error(response.status_code, self._scrub(response.text, token))
+            raise CseOutcomeUnknown(
+                error.status,
+                error.error_code,
+                error.error_msg,
+                (
+                    f"The gateway in front of CSE answered HTTP {response.status_code}, so CSE's "
+                    f"own answer was lost. {_CHECK_CONSOLE}"
+                    + (f" ({error.detail})" if error.detail else "")
+                ),
+                kind="unknown",
+            )
         if not 200 <= response.status_code < 300:
             self._finish("create_backup_policy", status, started, "failed", engine=engine_id)
             raise parse_error(response.status_code, self._scrub(response.text, token))

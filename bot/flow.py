@@ -343,23 +343,23 @@ class BackupFlow:
         except CseError as exc:
             return State.FAILED, {"error": _cse_error(exc)}
         except CseUnavailable as exc:
+            if exc.iam:
+                return State.FAILED, {"error": _iam_error(str(exc))}
             return State.FAILED, {
                 "error": {
                     "status": None,
                     "error_code": "CSE_UNREACHABLE",
                     "error_msg": str(exc),
                     "detail": "Nothing reached CSE; it is safe to edit and resubmit.",
+                    "hint": (
+                        "CSE could not be reached, so nothing was sent. Try again in a few "
+                        "minutes with *Edit and resubmit*; if it keeps happening, the bot's "
+                        "operators should check `CSE_ENDPOINT` and the network path to CSE."
+                    ),
                 }
             }
         except IamError as exc:
-            return State.FAILED, {
-                "error": {
-                    "status": None,
-                    "error_code": "IAM_TOKEN",
-                    "error_msg": str(exc),
-                    "detail": "No service token, so nothing was sent to CSE.",
-                }
-            }
+            return State.FAILED, {"error": _iam_error(str(exc))}
         except Exception as exc:  # the request may have left: never guess, never retry
             log.exception("CSE call for %s failed unexpectedly", request.id)
             return State.UNKNOWN, {
@@ -615,10 +615,57 @@ def unrecorded(request: BackupRequest, to: State, patch: dict[str, Any]) -> Back
     return request.model_copy(update={"state": to, **shown})
 
 
-def _cse_error(exc: CseError) -> dict[str, Any]:
+def _iam_error(text: str) -> dict[str, Any]:
     return {
+        "status": None,
+        "error_code": "IAM_TOKEN",
+        "error_msg": text,
+        "detail": "No service token, so nothing was sent to CSE.",
+        "hint": (
+            "The bot could not get a service token from IAM, so nothing was sent to CSE. Tell "
+            "the bot's operators (the `IAM_*` settings, or IAM itself), then use *Edit and "
+            "resubmit*."
+        ),
+    }
+
+
+def _cse_error(exc: CseError) -> dict[str, Any]:
+    error: dict[str, Any] = {
         "status": exc.status,
         "error_code": exc.error_code,
         "error_msg": exc.error_msg,
         "detail": exc.detail,
     }
+    hint = _hint(exc)
+    if hint:
+        error["hint"] = hint
+    return error
+
+
+def _hint(exc: CseError) -> str:
+    """What a person can do about a failed CSE call (empty when the outcome is unknown: the
+    message then says to check the console)."""
+    if isinstance(exc, CseOutcomeUnknown):
+        return ""
+    status = exc.status or 0
+    if exc.kind == "auth" or status == 401:
+        return (
+            "CSE refused the bot's service token (expired or invalid), so nothing was created. "
+            "Ask the bot's operators to renew `CSE_AUTH_TOKEN` (or check the `IAM_*` settings), "
+            "then use *Edit and resubmit*."
+        )
+    if status == 403:
+        return (
+            "The bot's service account may not create backup policies on this engine. Ask the "
+            "bot's operators to grant it CSE permissions, then use *Edit and resubmit*."
+        )
+    if status == 404:
+        return "CSE does not know this engine. Check the engine with *Edit and resubmit*."
+    if status == 429:
+        return "CSE is throttling requests. Try again in a minute with *Edit and resubmit*."
+    if 400 <= status < 500:
+        return "CSE refused these values. Correct them with *Edit and resubmit*."
+    return (
+        "CSE reported an error and did not create the policy. Try again in a few minutes with "
+        "*Edit and resubmit*; if it keeps failing, tell the bot's operators."
+    )

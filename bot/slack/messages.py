@@ -78,6 +78,12 @@ def _policy_id(request: BackupRequest) -> str:
     return str((request.policy or {}).get("id", "?"))
 
 
+def _hint(request: BackupRequest) -> str:
+    """What to do about a failed call: the flow's own advice (our text, not CSE's)."""
+    hint = (request.error or {}).get("hint")
+    return hint if isinstance(hint, str) else ""
+
+
 def error_fields(error: dict[str, Any] | None) -> tuple[str, str, str, str]:
     """(status, error_code, error_msg, detail) as stored, each text possibly empty."""
     error = error or {}
@@ -286,11 +292,16 @@ def failed_message(request: BackupRequest) -> Message:
             f"(engine {_engine(request)}, schedule {code(request.schedule)})."
         ),
         fields_section(fields),
+    ]
+    hint = _hint(request)
+    if hint:
+        blocks.append(section(f"*What to do* {hint}"))
+    blocks.append(
         actions(
             BlockId.ACTIONS,
             button("Edit and resubmit", Action.EDIT_AND_RESUBMIT, request.id, "primary"),
-        ),
-    ]
+        )
+    )
     text = (
         f"CSE did not create backup policy request {request.id}: "
         f"{escape(error_code)} {escape(error_msg)}"
@@ -299,7 +310,7 @@ def failed_message(request: BackupRequest) -> Message:
 
 
 def unknown_message(request: BackupRequest) -> Message:
-    _, error_code, error_msg, _ = error_fields(request.error)
+    _, error_code, error_msg, detail = error_fields(request.error)
     blocks: list[Block] = [
         header("CSE backup policy: outcome unknown"),
         section(
@@ -310,7 +321,8 @@ def unknown_message(request: BackupRequest) -> Message:
         ),
     ]
     if error_msg:
-        blocks.append(context(f"{code(error_code or 'NO_ANSWER')} {escape(error_msg)}"))
+        extra = f" {escape(detail)}" if detail else ""
+        blocks.append(context(f"{code(error_code or 'NO_ANSWER')} {escape(error_msg)}{extra}"))
     text = f"Backup policy request {request.id}: outcome unknown, check the CSE console"
     return Message(text=text, blocks=dump(blocks))
 
@@ -464,6 +476,7 @@ def status_reply(request: BackupRequest, history: list[HistoryLine]) -> Message:
             section(
                 f"*CSE error* {code(error_code or '-')} {escape(error_msg)}"
                 + (f"\n{escape(detail)}" if detail else "")
+                + (f"\n*What to do* {_hint(request)}" if _hint(request) else "")
             )
         )
     if history:
