@@ -599,8 +599,8 @@ def results_markdown(results: Results, kept_notes: str = "") -> str:
         lines.append("")
     if results.cpu_share:
         lines += [
-            "CPU used while the bot was busy with a phase (its blocks, and what they set off "
-            f"until it went quiet; share of one core, the machine has {results.machine.nproc}):",
+            "CPU used during the full-flow phases, by process (share of one core; the machine "
+            f"has {results.machine.nproc}; the bench is the load generator):",
             "",
         ]
         for phase, shares in results.cpu_share.items():

@@ -111,7 +111,7 @@ class Options:
             "--profile",
             dest="profile_dir",
             type=Path,
-            help="record the bot with py-spy during the concurrency-32 phases, into this folder",
+            help="record the bot with py-spy (concurrency-32 phases, full flow) into this folder",
         )
         args = parser.parse_args(argv)
         given = tuple(sys.argv[1:] if argv is None else argv)
@@ -329,7 +329,7 @@ class Bench:
             for kind, _ in KINDS:
                 if kind == "approve":
                     progress(f"ack approve at concurrency {concurrency}: {opts.requests} each")
-                    done, used, active = await self.approve_phase(bot, bare, pid, concurrency)
+                    done, used = await self.approve_phase(bot, bare, pid, concurrency)
                 else:
                     progress(f"ack {kind} at concurrency {concurrency}: preparing")
                     chunk, _ = await self.prepare(kind, opts.requests)
@@ -337,12 +337,10 @@ class Bench:
                     progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} each")
                     profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
                     meter = CpuMeter(self.procs.spawned)
-                    started = time.monotonic()
                     with profile if concurrency == 32 else contextlib.nullcontext():
                         done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
                     await self.quiet()
                     used = meter.used()
-                    active = time.monotonic() - started - done.bare_wall
                 self.results.ack.append(
                     AckRow(
                         kind,
@@ -353,22 +351,14 @@ class Bench:
                         used["bare"] / len(done.bare),
                     )
                 )
-                if concurrency == 32:
-                    # the fakes and Redis work for the bot; the bare app asks nothing of them
-                    self.results.cpu_share[f"ack {kind}, c=32"] = {
-                        name: used[name] / active
-                        for name in ("bot", "fakes-host", "redis", "bench")
-                        if name in used
-                    }
 
     async def approve_phase(
         self, bot: App, bare: App, pid: int, concurrency: int
-    ) -> tuple[Interleaved, dict[str, float], float]:
+    ) -> tuple[Interleaved, dict[str, float]]:
         """Approve clicks in batches: make a batch pending, click it on the bot (and wait for
         every outcome), send the same payloads to the bare app; alternate which goes first."""
         done = Interleaved()
         used: dict[str, float] = {}
-        active = 0.0  # seconds the bot's side took, with the flows its clicks set off
         failed = 0
         left = self.options.requests
         index = 0
@@ -381,7 +371,6 @@ class Bench:
             for app, times in sides if index % 2 == 0 else sides[::-1]:
                 outcomes = [self.outcomes.expect(i) for i in ids] if app is bot else []
                 meter = CpuMeter(self.procs.spawned)
-                started = time.monotonic()
                 profile = self.profiling(pid, f"ack-approve-c{concurrency}")
                 with profile if concurrency == 32 and app is bot else contextlib.nullcontext():
                     latencies, wall = await closed_loop(size, concurrency, sender(app, payloads))
@@ -390,7 +379,6 @@ class Bench:
                 times.extend(latencies)
                 if app is bot:
                     done.bot_wall += wall
-                    active += time.monotonic() - started
                 else:
                     done.bare_wall += wall
                 for name, seconds in meter.used().items():
@@ -402,7 +390,7 @@ class Bench:
                 f"{failed} of the approvals clicked at concurrency {concurrency} did not end in "
                 "a created policy"
             )
-        return done, used, active
+        return done, used
 
     async def bare_only(self, bare: App) -> None:
         """The bare app's rows when the bot cannot run (its payloads built without the bot)."""
@@ -452,7 +440,7 @@ class Bench:
 
                 meter = CpuMeter(self.procs.spawned)
                 profile = self.profiling(pid, f"flow-c{concurrency}")
-                with profile if concurrency == 32 and record else contextlib.nullcontext():
+                with profile if record else contextlib.nullcontext():
                     batch_latencies, batch_wall = await closed_loop(size, concurrency, one)
                 for name, seconds in meter.used().items():
                     used[name] = used.get(name, 0.0) + seconds
