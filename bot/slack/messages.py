@@ -445,7 +445,7 @@ def list_message(pending: list[BackupRequest], recent: list[BackupRequest]) -> M
         )
     if recent:
         blocks.append(section("*Recent*\n" + "\n".join(request_line(r) for r in recent[:20])))
-    blocks.append(context("`/cse-backup status <id>` shows one request and its history."))
+    blocks.append(context("`/cse-backup status &lt;id&gt;` shows one request and its history."))
     text = f"{len(pending)} waiting for approval, {len(recent)} recent"
     return Message(text=text, blocks=dump(blocks))
 

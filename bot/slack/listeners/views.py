@@ -18,13 +18,21 @@ from bot.core.approval import decide_create
 from bot.core.requests import Draft, new_draft_id
 from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
-from bot.slack.form import validate
+from bot.slack.form import MAX_REASON, validate
 from bot.slack.ids import Block, Callback
 from bot.slack.publisher import api_error
 from bot.slack.services import Services
 from bot.slack.views import ViewMeta, confirm_view, form_state, notice_view, submitted_values
 
 log = logging.getLogger("bot.slack.views")
+
+
+def _check_length(reason: str) -> None:
+    """The form's input stops at MAX_REASON characters; a client that ignores it is told so."""
+    if len(reason) > MAX_REASON:
+        raise FieldErrors(
+            {Block.DECISION_REASON.value: f"Keep the reason under {MAX_REASON} characters."}
+        )
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -110,6 +118,7 @@ def register(app: AsyncApp, services: Services) -> None:
         reason = (submitted_values(view).get(Block.DECISION_REASON) or "").strip()
         if services.settings.require_reason and not reason:
             raise FieldErrors({Block.DECISION_REASON.value: "Say why you reject it."})
+        _check_length(reason)
         await services.flow.check_reject(meta.request or "", user)
         await ack(response_action="clear")
         await services.flow.reject(meta.request or "", user, reason)
@@ -124,6 +133,7 @@ def register(app: AsyncApp, services: Services) -> None:
             raise FieldErrors(
                 {Block.DECISION_REASON.value: "A break-glass approval needs a reason."}
             )
+        _check_length(reason)
         await ack(response_action="clear")
         await services.flow.approve(meta.request or "", user, reason)
 
