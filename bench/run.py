@@ -318,12 +318,15 @@ class Bench:
     async def ack_phases(self, bot: App, bare: App, pid: int) -> None:
         opts = self.options
         progress("warm-up")
+        # At the highest concurrency, so both apps (and the client) hold all their connections
+        # before the first measured block: otherwise that block pays for opening them.
         for kind, _ in KINDS:
             warm, ids = await self.prepare(kind, opts.warmup)
             outcomes = [self.outcomes.expect(i) for i in ids]
-            await closed_loop(len(warm), 8, sender(bot, warm))
-            await closed_loop(len(warm), 8, sender(bare, warm))
+            await closed_loop(len(warm), max(CONCURRENCY), sender(bot, warm))
+            await closed_loop(len(warm), max(CONCURRENCY), sender(bare, warm))
             await self.outcomes.wait_all(outcomes)
+            await self.quiet()
 
         for concurrency in CONCURRENCY:
             for kind, _ in KINDS:
