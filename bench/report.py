@@ -482,14 +482,15 @@ METHOD = """\
 Run `python -m bench` from the project root (with the venv active and `redis-server` installed);
 `--quick` for a few requests each (CI), `--no-write` to leave this file alone, `--json FILE` for
 the numbers, `--requests N` per kind, `--profile DIR` to record the bot with py-spy during the
-concurrency-32 phases (`pip install py-spy` first; it is not a project dependency).
+concurrency-32 phases and the full flow (`pip install py-spy` first; it is not a project
+dependency).
 
 - **Processes.** Redis (`redis-server --save "" --appendonly no` on a free loopback port, unless
   `REDIS_URL` is set), the fake Slack Web API and fake CSE (tests/fakes, in a process of their
   own so they never share a GIL with the load generator), the bot (`python -m bot run`, HTTP
   mode, `LOG_LEVEL=WARNING`) and the bare app (`python -m bench.bare_app`), all on 127.0.0.1.
   Everything runs on the one machine, so at concurrency 32 the load generator and the fakes
-  compete with the app for the cores (see the CPU shares below).
+  compete with the app for the cores (see the CPU shares above).
 - **Bare Bolt app.** An `AsyncApp` whose listeners only `ack()` (the slash command; and, so each
   kind has a like-for-like baseline, one view and one action listener), served exactly as
   bot/web.py serves the bot: aiohttp, `to_bolt_request` → `async_dispatch` →
@@ -500,8 +501,12 @@ concurrency-32 phases (`pip install py-spy` first; it is not a project dependenc
   requesters, each many times (per-user caches are warm after the warm-up, as in real use).
   Payloads are made through the bot before the clock starts: modals really opened with
   `/cse-backup create` (the view comes from the fake Slack's `views.open`), requests really made
-  pending (quick path, then Request approval) just before the Approve phase, so every Approve
-  click is on a distinct pending request. Signing happens before the clock.
+  pending (quick path, then Request approval), so every Approve click is on a distinct pending
+  request. Approve clicks (and full flows) go in batches of 16 at c=1 and 96 at c=32, each made
+  pending just before, so the bot never carries a backlog a real team would not have (its sweep
+  and its Home tabs read the pending requests). A warm-up at concurrency 32 opens every
+  connection first; between phases the bench waits until the bot has made no Slack call for
+  0.3 s. Signing happens before the clock.
 - **CPU per request.** User + system CPU of the app's process during the phase (from
   /proc/<pid>/stat) divided by the requests: it includes what the bot does after acking (replies
   through the response_url, `views.open`, and for Approve the whole flow up to the CSE call and
@@ -529,8 +534,8 @@ concurrency-32 phases (`pip install py-spy` first; it is not a project dependenc
   valid 5-field expressions and macros (with never-firing ones now and then), in several zones
   including DST ones; each expression is the best of 3 timings, the table shows the slowest.
 - **Start-up and memory.** Spawn → first `/healthz` 200 (polled every 5 ms); VmRSS from
-  /proc/<pid>/status after the first 1,000 requests (a mix of help, preview, quick-path create
-  and requests made pending), and again at the end.
+  /proc/<pid>/status after the first 1,000 requests (help, preview and quick-path create
+  commands, and 50 whole requests made pending and approved), and again at the end.
 """
 
 
@@ -589,7 +594,8 @@ def results_markdown(results: Results, kept_notes: str = "") -> str:
             for step in path.steps:
                 sent = " → ".join(runs_of(step.sequence)) or "nothing"
                 lines.append(
-                    f"  - {step.name}: {sent} ({step.round_trips} round trips; "
+                    f"  - {step.name}: {sent} ({step.round_trips} round "
+                    f"trip{'s' * (step.round_trips != 1)}; "
                     f"{step.clean_runs} of {path.runs} runs free of the background sweep)"
                 )
         if results.redis_idle_per_s is not None:
