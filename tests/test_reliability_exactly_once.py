@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.requests import State
+from bot.core.requests import State, can_transition
 from bot.store import RequestStore, open_store
 from tests.fakes.cse_server import FakeCse
 from tests.fakes.slack_api import FakeSlack, Message
@@ -69,8 +69,13 @@ def _has_buttons(message: Message) -> bool:
 
 
 async def _one_decision(store: RequestStore, request_id: str) -> State:
-    """The request left `pending` exactly once, with one audit entry; returns where it went."""
+    """The request left `pending` exactly once, with one audit entry, and its whole history is
+    one path through the state machine; returns where it went from `pending`."""
     entries = await store.audit(request_id)
+    states = [e.to_state for e in entries]
+    assert states[0] is State.PENDING
+    for entry, before in zip(entries[1:], states, strict=False):
+        assert entry.from_state is before and can_transition(before, entry.to_state), states
     out_of_pending = [
         e for e in entries if e.from_state is State.PENDING and e.to_state != "pending"
     ]

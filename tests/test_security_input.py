@@ -337,6 +337,13 @@ def test_typed_engine_ids_are_checked_and_escaped(
         st.just({"values": {"engine": {"engine": {"selected_option": "prod"}}}}),
         st.just({"values": {"schedule": {"schedule": {"value": ["0 2 * * *"]}}}}),
         st.just({"values": {"reserve": {"reserve": {"value": 7}}}}),
+        st.just({"values": [1]}),
+        st.just({"values": "engine=prod"}),
+        st.just("state"),
+        st.just({"values": {"schedule_mode": {"m": {"selected_option": {"value": {}}}}}}),
+        st.just({"values": {"schedule_mode": {"m": {"selected_option": {"value": ["cron"]}}}}}),
+        st.just({"values": {"schedule_days": {"d": {"selected_options": [{"value": {}}]}}}}),
+        st.just({"values": {"engine": {"e": {"selected_option": {"value": "p", "text": 3}}}}}),
         st.dictionaries(
             st.text(max_size=10),
             st.recursive(

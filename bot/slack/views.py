@@ -429,10 +429,17 @@ def notice_view(title: str, text: str) -> dict[str, Any]:
     return dict(view.to_dict())
 
 
+def _state_values(view: dict[str, Any]) -> dict[str, Any]:
+    """`view.state.values`, or nothing when a client sent something else in its place."""
+    state = view.get("state")
+    values = state.get("values") if isinstance(state, dict) else None
+    return values if isinstance(values, dict) else {}
+
+
 def submitted_values(view: dict[str, Any]) -> dict[str, str | None]:
     """The view's input values by block id, whatever the element type (text, select, number)."""
     out: dict[str, str | None] = {}
-    state = (view.get("state") or {}).get("values") or {}
+    state = _state_values(view)
     for block_id, elements in state.items():
         if not isinstance(elements, dict):
             continue
@@ -470,7 +477,7 @@ def _text(element: dict[str, Any], key: str) -> str | None:
 
 def form_state(view: dict[str, Any]) -> FormState:
     """The request form's values, whatever each input's element type."""
-    state = (view.get("state") or {}).get("values") or {}
+    state = _state_values(view)
 
     def element(block: BlockId) -> dict[str, Any]:
         found = state.get(block.value)
@@ -493,7 +500,11 @@ def form_state(view: dict[str, Any]) -> FormState:
 
     mode_option = element(BlockId.SCHEDULE_MODE).get("selected_option")
     mode_value = mode_option.get("value") if isinstance(mode_option, dict) else None
-    mode = ScheduleMode(mode_value) if mode_value in set(ScheduleMode) else ScheduleMode.CRON
+    mode = (
+        ScheduleMode(mode_value)
+        if isinstance(mode_value, str) and mode_value in set(ScheduleMode)
+        else ScheduleMode.CRON
+    )
     days_element = element(BlockId.SCHEDULE_DAYS)
     ticked = days_element.get("selected_options")
     days = (
