@@ -19,6 +19,7 @@ is still used, in `crosscheck_utc`, as an independent second opinion in UTC wher
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -479,6 +480,13 @@ def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
 
 def describe(schedule: Schedule) -> str:
     """English, 24-hour times; day steps are spelled out as the days they mean."""
+    return _describe_expression(schedule.expression)
+
+
+@functools.lru_cache(maxsize=1024)
+def _describe_expression(expression: str) -> str:
+    # cron-descriptor loads its locale on every call; people reuse a handful of expressions.
+    schedule = parse_schedule(expression)
     parts = [
         _descriptor_field(spec, text, values)
         for spec, text, values in zip(
