@@ -33,6 +33,7 @@ from bot.iam import IamError
 from bot.settings import Settings
 from bot.store import (
     LEASE,
+    AlreadySubmitted,
     RequestNotFound,
     RequestStore,
     StoreUnavailable,
@@ -186,11 +187,6 @@ class BackupFlow:
         """Turn a confirmed draft into a pending request (store only; `announce` posts it)."""
         if draft.user != user:
             raise Refused("Only the person who filled in this form can send it.")
-        if not await self.store.claim_once(f"submit:{draft.id}", DRAFT_TTL):
-            raise Refused(
-                "This form was already sent for approval; `/cse-backup list` shows the request "
-                "(if it is not there, start again with `/cse-backup create`)."
-            )
         now = self.clock()
         request = request_from_draft(
             draft,
@@ -199,12 +195,15 @@ class BackupFlow:
             required_approvals=self.settings.required_approvals,
             timezone=self.settings.cse_schedule_timezone,
         )
-        await self.store.create(request)
-        _counted(request, "submitted", user)
         try:
-            await self.store.delete_draft(draft.id)
-        except StoreUnavailable:
-            log.warning("draft %s not deleted (it expires on its own)", draft.id)
+            # One atomic step: the draft is marked sent and deleted with the request's creation.
+            await self.store.create(request, draft_id=draft.id, once_ttl=DRAFT_TTL)
+        except AlreadySubmitted:
+            raise Refused(
+                "This form was already sent for approval; `/cse-backup list` shows the request "
+                "(if it is not there, start again with `/cse-backup create`)."
+            ) from None
+        _counted(request, "submitted", user)
         return request
 
     async def announce(self, request: BackupRequest) -> BackupRequest:

@@ -14,6 +14,9 @@ Layout (all keys under the configured prefix `P`):
     P:idx:user:{user}     sorted set of request ids by created_at ("your requests")
     P:idx:pending         sorted set of pending ids by expires_at (the expiry task)
     P:idx:approved        sorted set of approved ids by claim time (stuck CSE calls)
+    P:idx:created         sorted set of the latest created ids by creation time (App Home),
+                          capped at CREATED_KEPT
+    P:idx:home            sorted set of users by when they last opened the App Home tab
     P:draft:{id}          a form awaiting confirmation, with a TTL
     P:once:{key}          SET NX EX markers (reminders, expiry) shared by replicas
     P:lease:{id}          held (PX, renewed) by the replica making the CSE call of an approved
@@ -27,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +65,11 @@ HISTORY = timedelta(days=30)
 # a lease that lapses while the request is still `approved` means that replica died mid-call.
 LEASE = timedelta(seconds=10)
 AUDIT_MAXLEN = 10_000
+CREATED_KEPT = 50
+# Every transition script also returns the latest App Home viewers (at most VIEWERS_SEEN), so
+# republishing the tabs after a change needs no extra round trip to find who has one open.
+VIEWERS_SEEN = 25
+VIEWERS_FRESH = 60.0  # seconds a snapshot of the viewers is used before asking Redis again
 
 
 class StoreUnavailable(Exception):
@@ -107,6 +116,14 @@ class RequestNotFound(LookupError):
     def __init__(self, request_id: str) -> None:
         super().__init__(f"No backup request {request_id} (it may be older than the history kept)")
         self.request_id = request_id
+
+
+class AlreadySubmitted(Exception):
+    """The draft was already sent for approval (another click, or another replica)."""
+
+    def __init__(self, draft_id: str) -> None:
+        super().__init__(f"draft {draft_id} was already sent")
+        self.draft_id = draft_id
 
 
 @dataclass(frozen=True)
@@ -156,15 +173,25 @@ local function follow_ttl(req, stream)
   local pttl = redis.call('PTTL', req)
   if pttl > 0 then redis.call('PEXPIRE', stream, pttl) end
 end
+local function viewers(key, limit)
+  return redis.call('ZREVRANGE', key, 0, tonumber(limit) - 1, 'WITHSCORES')
+end
 """
 
-# KEYS: req, channel index, user index, pending index, audit, global audit
-# ARGV: doc, exp epoch, created epoch, id, ttl seconds, actor, at iso, maxlen, trim-before epoch
+# KEYS: req, channel index, user index, pending index, audit, global audit, home viewers
+#       [, draft, submit marker: the request comes from that draft, sent once]
+# ARGV: doc, exp epoch, created epoch, id, ttl seconds, actor, at iso, maxlen, trim-before epoch,
+#       viewers limit, submit marker ttl seconds
 _LUA_CREATE = (
     _LUA_AUDIT
     + """
 local existing = redis.call('HGET', KEYS[1], 'doc')
 if existing then return {'exists', existing} end
+if #KEYS >= 9 then
+  -- The draft is sent once, whatever the number of clicks or replicas; then it is gone.
+  if not redis.call('SET', KEYS[9], '1', 'NX', 'EX', ARGV[11]) then return {'submitted'} end
+  redis.call('DEL', KEYS[8])
+end
 redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'exp', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
@@ -175,12 +202,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[9])
 redis.call('ZADD', KEYS[4], ARGV[2], ARGV[4])
 audit(KEYS[5], KEYS[6], ARGV[4], ARGV[6], ARGV[7], '', 'pending', '', ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[5])
-return {'ok'}
+return {'ok', viewers(KEYS[7], ARGV[10])}
 """
 )
 
-# KEYS: req, pending index, approved index, audit, global audit, lease
-# ARGV: user, now epoch, now iso, break-glass reason or '', maxlen, lease ms
+# KEYS: req, pending index, approved index, audit, global audit, lease, home viewers
+# ARGV: user, now epoch, now iso, break-glass reason or '', maxlen, lease ms, viewers limit
 _LUA_APPROVE = (
     _LUA_AUDIT
     + """
@@ -218,13 +245,14 @@ local out = cjson.encode(d)
 redis.call('HSET', KEYS[1], 'doc', out)
 audit(KEYS[4], KEYS[5], d.id, user, ARGV[3], 'pending', to, note, ARGV[5])
 follow_ttl(KEYS[1], KEYS[4])
-return {'ok', out, claimed}
+return {'ok', out, claimed, viewers(KEYS[7], ARGV[7])}
 """
 )
 
-# KEYS: req, pending index, approved index, audit, global audit, lease
+# KEYS: req, pending index, approved index, audit, global audit, lease, home viewers,
+#       created index
 # ARGV: to, actor, now epoch, now iso, allowed-from (JSON list), patch (JSON), history seconds,
-#       note, maxlen, terminal ('1' or '0')
+#       note, maxlen, terminal ('1' or '0'), viewers limit, created kept
 _LUA_TRANSITION = (
     _LUA_AUDIT
     + """
@@ -251,6 +279,11 @@ if from == 'approved' then
   redis.call('DEL', KEYS[6])
 end
 if to == 'approved' then redis.call('ZADD', KEYS[3], ARGV[3], d.id) end
+if to == 'created' then
+  redis.call('ZADD', KEYS[8], ARGV[3], d.id)
+  redis.call('ZREMRANGEBYRANK', KEYS[8], 0, -tonumber(ARGV[12]) - 1)
+  redis.call('EXPIRE', KEYS[8], ARGV[7])
+end
 local out = cjson.encode(d)
 redis.call('HSET', KEYS[1], 'doc', out)
 audit(KEYS[4], KEYS[5], d.id, ARGV[2], ARGV[4], from, to, ARGV[8], ARGV[9])
@@ -260,7 +293,7 @@ if ARGV[10] == '1' then
 else
   follow_ttl(KEYS[1], KEYS[4])
 end
-return {'ok', out, from}
+return {'ok', out, from, viewers(KEYS[7], ARGV[11])}
 """
 )
 
@@ -336,6 +369,7 @@ class _Keys:
         self.approved = f"{prefix}:idx:approved"
         self.global_audit = f"{prefix}:audit"
         self.home_viewers = f"{prefix}:idx:home"
+        self.created = f"{prefix}:idx:created"
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}:req:{request_id}"
@@ -385,6 +419,10 @@ class RequestStore:
         self._update = client.register_script(_LUA_UPDATE)
         self._renew = client.register_script(_LUA_RENEW)
         self._lease_ms = str(int(LEASE.total_seconds() * 1000))
+        # The App Home viewers every transition script returns: user -> when they last opened
+        # the tab (epoch), merged over replies, and when it was last refreshed (monotonic).
+        self._viewers: dict[str, float] = {}
+        self._viewers_at = float("-inf")
 
     def __repr__(self) -> str:
         kind = "embedded" if self._embedded else "redis"
@@ -426,23 +464,37 @@ class RequestStore:
 
     # --- requests: writes ------------------------------------------------------------------
 
-    async def create(self, request: BackupRequest) -> None:
-        """Store a new pending request. Raises TransitionRefused(EXISTS) when the id is taken."""
+    async def create(
+        self,
+        request: BackupRequest,
+        *,
+        draft_id: str | None = None,
+        once_ttl: int | timedelta = 3600,
+    ) -> None:
+        """Store a new pending request. Raises TransitionRefused(EXISTS) when the id is taken.
+
+        With `draft_id`, the request is made from that draft, at most once: in the same atomic
+        step the draft is marked sent (for `once_ttl`) and deleted; AlreadySubmitted when it was
+        sent before (nothing is written then)."""
         if request.state is not State.PENDING or request.approvals:
             raise ValueError("a new request must be pending with no approvals")
         k = self._keys
         waiting = (request.expires_at - request.created_at).total_seconds()
         ttl = max(int(waiting), 0) + self._history
+        keys = [
+            k.request(request.id),
+            k.channel(request.channel),
+            k.user(request.requester),
+            k.pending,
+            k.audit(request.id),
+            k.global_audit,
+            k.home_viewers,
+        ]
+        if draft_id is not None:
+            keys += [k.draft(draft_id), k.once(f"submit:{draft_id}")]
         with _unavailable_on_error():
             result = await self._create(
-                keys=[
-                    k.request(request.id),
-                    k.channel(request.channel),
-                    k.user(request.requester),
-                    k.pending,
-                    k.audit(request.id),
-                    k.global_audit,
-                ],
+                keys=keys,
                 args=[
                     request.model_dump_json(),
                     _epoch(request.expires_at),
@@ -453,10 +505,15 @@ class RequestStore:
                     _iso(request.created_at),
                     self._maxlen,
                     _epoch(request.created_at - 3 * timedelta(seconds=self._history)),
+                    VIEWERS_SEEN,
+                    _seconds(once_ttl),
                 ],
             )
         if result[0] == "exists":
             raise TransitionRefused(BackupRequest.model_validate_json(result[1]), Conflict.EXISTS)
+        if result[0] == "submitted":
+            raise AlreadySubmitted(draft_id or "")
+        self._saw_viewers(result[1])
         self._log(request, request.requester, None, State.PENDING, "")
 
     async def approve(
@@ -483,11 +540,21 @@ class RequestStore:
                     k.audit(request_id),
                     k.global_audit,
                     k.lease(request_id),
+                    k.home_viewers,
                 ],
-                args=[user, _epoch(now), _iso(now), glass, self._maxlen, self._lease_ms],
+                args=[
+                    user,
+                    _epoch(now),
+                    _iso(now),
+                    glass,
+                    self._maxlen,
+                    self._lease_ms,
+                    VIEWERS_SEEN,
+                ],
             )
         request = self._result(request_id, result)
         claimed = bool(int(result[2]))
+        self._saw_viewers(result[3])
         self._log(
             request,
             user,
@@ -537,6 +604,8 @@ class RequestStore:
                     k.audit(request_id),
                     k.global_audit,
                     k.lease(request_id),
+                    k.home_viewers,
+                    k.created,
                 ],
                 args=[
                     str(to),
@@ -549,9 +618,12 @@ class RequestStore:
                     note,
                     self._maxlen,
                     "1" if to in TERMINAL else "0",
+                    VIEWERS_SEEN,
+                    CREATED_KEPT,
                 ],
             )
         request = self._result(request_id, result)
+        self._saw_viewers(result[3])
         self._log(request, actor, State(result[2]), to, note)
         return request
 
@@ -593,14 +665,35 @@ class RequestStore:
                 pipe.zremrangebyrank(key, 0, -keep - 1)
                 pipe.expire(key, self._history)
                 await pipe.execute()
+        self._viewers[user] = max(_aware(now).timestamp(), self._viewers.get(user, 0.0))
 
-    async def home_viewers(self, since: datetime, limit: int = 25) -> list[str]:
-        """Users who opened the Home tab at or after `since`, the latest first."""
+    async def home_viewers(self, since: datetime, limit: int = VIEWERS_SEEN) -> list[str]:
+        """Users who opened the Home tab at or after `since`, the latest first.
+
+        Answered without Redis from the viewers the latest transition scripts returned, when
+        that was recently: they were read atomically with the change, and anyone who opened the
+        tab after it saw the change when their tab was built."""
+        after = _aware(since).timestamp()
+        if limit <= VIEWERS_SEEN and time.monotonic() - self._viewers_at < VIEWERS_FRESH:
+            seen = sorted(self._viewers.items(), key=lambda item: item[1], reverse=True)
+            return [user for user, at in seen if at >= after][:limit]
         with _unavailable_on_error():
             users = await self._redis.zrevrangebyscore(
-                self._keys.home_viewers, "+inf", _aware(since).timestamp(), start=0, num=limit
+                self._keys.home_viewers, "+inf", after, start=0, num=limit
             )
         return [str(u) for u in users]
+
+    def _saw_viewers(self, flat: Any) -> None:
+        """Merge a script's ZREVRANGE ... WITHSCORES reply into the viewers seen (merged, not
+        replaced: replies on different connections may arrive out of order)."""
+        pairs = list(flat or ())
+        for user, at in zip(pairs[::2], pairs[1::2], strict=True):
+            user = str(user)
+            self._viewers[user] = max(float(at), self._viewers.get(user, float("-inf")))
+        if len(self._viewers) > 4 * VIEWERS_SEEN:
+            latest = sorted(self._viewers.items(), key=lambda item: item[1], reverse=True)
+            self._viewers = dict(latest[:VIEWERS_SEEN])
+        self._viewers_at = time.monotonic()
 
     # --- requests: reads -------------------------------------------------------------------
 
@@ -654,6 +747,20 @@ class RequestStore:
         lapsed = [i for i, h in zip(ids, held, strict=True) if not int(h)]
         found = await self._load(self._keys.approved, lapsed)
         return [r for r in found if r.state is State.APPROVED]
+
+    async def recent_created(self, limit: int = 10) -> list[BackupRequest]:
+        """The latest created requests, newest first (one read of the index, one pipeline)."""
+        if limit <= 0:
+            return []
+        with _unavailable_on_error():
+            ids = [str(i) for i in await self._redis.zrevrange(self._keys.created, 0, limit - 1)]
+        if not ids:  # created before the index existed: found in the audit trail instead
+            entries = await self.recent_audit(limit=300)
+            ids = list(dict.fromkeys(e.request_id for e in entries if e.to_state is State.CREATED))[
+                :limit
+            ]
+        found = await self._load(self._keys.created, ids)
+        return [r for r in found if r.state is State.CREATED]
 
     async def audit(self, request_id: str) -> list[AuditEntry]:
         """The request's transitions, oldest first."""

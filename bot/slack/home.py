@@ -3,10 +3,12 @@ buttons as the approval message), the viewer's own requests, and the recently cr
 
 It is built from the store, never from messages, and published:
 - whenever the viewer opens the tab (`app_home_opened`);
-- after each change to a request, for the people it concerns: the requester, everyone who acted
-  on it (approvers, the person who rejected), and those who opened their Home tab within
-  `VIEWER_WINDOW` and may approve it (at most `MAX_VIEWERS` of them, the latest first). A created
-  policy also concerns every such recent viewer, for "Recently created policies".
+- after each change to a request, for those who opened their Home tab within `VIEWER_WINDOW`
+  (at most `MAX_VIEWERS` of them, the latest first) and whom the change concerns: the requester,
+  everyone who acted on it (approvers, the person who rejected), and those who may approve it.
+  A created policy concerns every such recent viewer, for "Recently created policies". Someone
+  who has not opened the tab recently gets nothing: opening it builds it afresh from the store.
+  (Who opened it comes with each change from the store, so finding them costs no extra read.)
 
 Republishing runs in the background, one worker per process: a burst of changes (approved, then
 created, say) is coalesced, and every publish reads the store afresh, so the last publish for a
@@ -44,7 +46,6 @@ MAX_CREATED = 10
 MAX_BLOCKS = 100  # Slack's limit for a Home tab
 VIEWER_WINDOW = timedelta(hours=24)
 MAX_VIEWERS = 25
-CREATED_SCAN = 300  # audit entries read to find the latest created policies
 NOTICE_TTL = 30.0
 
 GroupsOf = Callable[[str], Awaitable[frozenset[str]]]
@@ -172,12 +173,7 @@ class AppHome:
 
     async def _shared(self) -> _Shared:
         pending = await self._store.list_pending(limit=100)
-        entries = await self._store.recent_audit(limit=CREATED_SCAN)
-        ids = list(dict.fromkeys(e.request_id for e in entries if e.to_state is State.CREATED))[
-            :MAX_CREATED
-        ]
-        found = await asyncio.gather(*(self._store.get(i) for i in ids))
-        created = [r for r in found if r is not None and r.state is State.CREATED]
+        created = await self._store.recent_created(limit=MAX_CREATED)
         return _Shared(pending=pending, created=created)
 
     def _notice(self, user: str) -> str | None:
@@ -262,18 +258,18 @@ class AppHome:
             log.warning("Home tab of %s not republished: %s", user, type(exc).__name__)
 
     async def _concerned(self, changed: list[BackupRequest]) -> set[str]:
-        users: set[str] = set()
+        """The recent viewers of the tab whom `changed` concerns."""
+        involved: set[str] = set()
         for request in changed:
-            users.add(request.requester)
-            users.update(request.approved_by)
+            involved.add(request.requester)
+            involved.update(request.approved_by)
             if request.decided_by and request.decided_by[:1] in {"U", "W"}:
-                users.add(request.decided_by)
+                involved.add(request.decided_by)
         viewers = await self._store.home_viewers(self._clock() - VIEWER_WINDOW, limit=MAX_VIEWERS)
         created = any(r.state is State.CREATED for r in changed)
+        users: set[str] = set()
         for viewer in viewers:
-            if viewer in users:
-                continue
-            if created:
+            if created or viewer in involved:
                 users.add(viewer)
                 continue
             for request in changed:
