@@ -32,6 +32,8 @@ from tests.slack_harness import (
     new_approval_message,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
 
 
@@ -83,7 +85,7 @@ async def _approve_and_kill_mid_call(w: World, bot: BotProcess) -> tuple[str, Me
     """Ask, approve through `bot`, and SIGKILL it while CSE is still working on the POST."""
     async with SlackDriver(bot.url, SIGNING_SECRET, w.fake) as driver:
         await driver.command(ALICE, CHANNEL, QUICK)
-        confirmation = await driver.wait_for_ephemeral(ALICE, "Request approval")
+        confirmation = await driver.wait_for_ephemeral(ALICE, "Request approval", timeout=WAIT)
         await driver.click(ALICE, "Request approval", message=confirmation)
         approval = await new_approval_message(w.fake, CHANNEL, set())
         request_id = approval_request_id(approval)
@@ -110,7 +112,8 @@ async def _marked_unknown(w: World, request_id: str, approval: Message) -> None:
     )
     assert said and "CSE console" in said[-1].all_text
     shown = await w.fake.async_wait_until(
-        lambda: (m := w.fake.message(CHANNEL, approval.ts)) and "outcome is unknown" in m.all_text
+        lambda: (m := w.fake.message(CHANNEL, approval.ts)) and "outcome is unknown" in m.all_text,
+        timeout=WAIT,
     )
     assert shown
     assert not any(b.get("type") == "actions" for b in w.fake.message(CHANNEL, approval.ts).blocks)
@@ -122,7 +125,7 @@ async def _never_retried(w: World, bot: BotProcess, approval: Message) -> None:
     """More sweeps, a restart and a late click: still the one POST."""
     async with SlackDriver(bot.url, SIGNING_SECRET, w.fake) as driver:
         await driver.click(CAROL, "Approve", message=approval, stale=True)
-        told = await driver.wait_for_ephemeral(CAROL, "already approved")
+        told = await driver.wait_for_ephemeral(CAROL, "already approved", timeout=WAIT)
         assert f"<@{BOB}>" in told.all_text
     await asyncio.sleep(2.5)  # a few more sweeps of the running bot
     assert len(w.cse.create_requests()) == 1

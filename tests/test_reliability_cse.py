@@ -18,6 +18,8 @@ from tests.fakes.cse_server import TOKEN_EXPIRED
 from tests.procs import free_port
 from tests.slack_harness import BOB, CHANNEL, Harness, running
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 TIMEOUT = 1.5  # the CSE client's deadline in these tests
 
 
@@ -219,7 +221,9 @@ async def test_cse_and_iam_faults(name: str) -> None:
         assert final.state is fault.state
         assert len(h.cse.create_requests()) == fault.posts
 
-        result = await h.driver.wait_for_message(HEADLINE[fault.state], channel=CHANNEL)
+        result = await h.driver.wait_for_message(
+            HEADLINE[fault.state], channel=CHANNEL, timeout=WAIT
+        )
         shown = result.all_text + json.dumps(result.blocks)
         for words in fault.shown:
             assert words in shown, (words, result.all_text)
@@ -236,12 +240,13 @@ async def test_cse_and_iam_faults(name: str) -> None:
                 not any(
                     b.get("type") == "actions" for b in h.fake.message(CHANNEL, approval.ts).blocks
                 )
-            )
+            ),
+            timeout=WAIT,
         )
         posts = len(h.cse.create_requests())
         await h.driver.click(BOB, "Approve", message=approval, stale=True)
-        await h.driver.wait_for_ephemeral(BOB, "already approved")
+        await h.driver.wait_for_ephemeral(BOB, "already approved", timeout=WAIT)
         await h.driver.command(BOB, CHANNEL, f"status {request_id}")
-        status = await h.driver.wait_for_ephemeral(BOB, "History")
+        status = await h.driver.wait_for_ephemeral(BOB, "History", timeout=WAIT)
         assert final.state.value in status.all_text
         assert len(h.cse.create_requests()) == posts

@@ -34,6 +34,8 @@ from tests.slack_harness import (
     running,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
 CREATED = "Backup policy created"
 SLOW = 0.1  # seconds each way between the bot and Redis while the clicks arrive
@@ -119,9 +121,9 @@ async def test_twenty_clicks_from_two_approvers_on_two_app_instances(
         responses = await asyncio.gather(*clicks)
         assert [r.status_code for r in responses] == [200] * 20
 
-        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         slow_redis.delay = 0
-        await h.driver.wait_for_message(CREATED, channel=CHANNEL)
+        await h.driver.wait_for_message(CREATED, channel=CHANNEL, timeout=WAIT)
         assert len(h.cse.create_requests()) == 1
         assert await _one_decision(h.store, request_id) is State.APPROVED
         assert len(h.fake.messages(CHANNEL, containing=CREATED)) == 1
@@ -140,7 +142,8 @@ async def test_twenty_clicks_from_two_approvers_on_two_app_instances(
                 )
                 >= 19
                 else None
-            )
+            ),
+            timeout=WAIT,
         )
         assert told is not None and len(told) == 19
         assert {_mention_in(e.all_text) for e in told} == {winner}
@@ -184,7 +187,7 @@ async def test_twenty_clicks_on_two_real_processes_make_one_cse_post(
     drivers = [SlackDriver(bot.url, SIGNING_SECRET, fake) for bot in bots]
     try:
         await drivers[0].command(ALICE, CHANNEL, QUICK)
-        confirmation = await drivers[0].wait_for_ephemeral(ALICE, "Request approval")
+        confirmation = await drivers[0].wait_for_ephemeral(ALICE, "Request approval", timeout=WAIT)
         await drivers[1].click(ALICE, "Request approval", message=confirmation)
         approval = await new_approval_message(fake, CHANNEL, set())
         request_id = approval_request_id(approval)
@@ -232,7 +235,7 @@ async def test_twenty_clicks_on_two_real_processes_make_one_cse_post(
 async def _consistent(h: Harness, request_id: str, posts_before: int) -> State:
     """Whoever won, the store, the CSE and the message agree."""
     final = await h.wait_stored(
-        request_id, lambda r: r.state not in (State.PENDING, State.APPROVED)
+        request_id, lambda r: r.state not in (State.PENDING, State.APPROVED), timeout=WAIT
     )
     decided = await _one_decision(h.store, request_id)
     posts = len(h.cse.create_requests()) - posts_before
@@ -251,7 +254,8 @@ async def _consistent(h: Harness, request_id: str, posts_before: int) -> State:
             m
             if (m := h.fake.message(CHANNEL, final.message_ts or "")) and words in m.all_text
             else None
-        )
+        ),
+        timeout=WAIT,
     )
     assert shown is not None and not _has_buttons(shown)
     return final.state
@@ -266,7 +270,7 @@ async def test_approve_racing_reject(slow_redis: LatencyProxy) -> None:
             posts = len(h.cse.create_requests())
             approval = await _approval_message(h, request_id)
             await h.driver.click(CAROL, "Reject", message=approval)
-            view = await h.driver.wait_for_view(CAROL)
+            view = await h.driver.wait_for_view(CAROL, timeout=WAIT)
             await _warm_up(h.fake, (h.driver, other), request_id)
             slow_redis.delay = RACE
             await asyncio.gather(

@@ -17,6 +17,8 @@ from bot.core.requests import State
 from tests.procs import RedisServer, eventually
 from tests.slack_harness import ALICE, BOB, CHANNEL, Harness, running
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
 GOOD = {"Engine": "prod", "Schedule (cron)": "0 2 * * *", "Retention days": "7", "Max files": "5"}
 DOWN = "request store is not answering"
@@ -44,17 +46,17 @@ async def test_redis_down_when_the_command_arrives(redis_server: RedisServer) ->
     async with running(redis_url=redis_server.url) as h:
         redis_server.stop()
         await h.driver.command(ALICE, CHANNEL, QUICK)
-        said = await h.driver.wait_for_ephemeral(ALICE, DOWN)
+        said = await h.driver.wait_for_ephemeral(ALICE, DOWN, timeout=WAIT)
         assert "nothing was saved" in said.all_text
         await h.driver.command(BOB, CHANNEL, "list")
-        await h.driver.wait_for_ephemeral(BOB, DOWN)
+        await h.driver.wait_for_ephemeral(BOB, DOWN, timeout=WAIT)
         assert h.fake.messages(CHANNEL) == []
 
         redis_server.start()
         await h.driver.command(ALICE, CHANNEL, QUICK)
-        confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
+        confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval", timeout=WAIT)
         await h.driver.click(ALICE, "Request approval", message=confirmation)
-        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL)
+        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL, timeout=WAIT)
         assert len(await h.store.list_channel(CHANNEL)) == 1
 
 
@@ -63,20 +65,20 @@ async def test_redis_down_when_the_quick_path_confirmation_is_submitted(
 ) -> None:
     async with running(redis_url=redis_server.url) as h:
         await h.driver.command(ALICE, CHANNEL, QUICK)
-        confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
+        confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval", timeout=WAIT)
         redis_server.stop()
         await h.driver.click(ALICE, "Request approval", message=confirmation)
-        await h.driver.wait_for_ephemeral(ALICE, DOWN)
+        await h.driver.wait_for_ephemeral(ALICE, DOWN, timeout=WAIT)
         assert h.fake.messages(CHANNEL) == []
 
         # Back again: the same confirmation still works, and makes exactly one request.
         redis_server.start()
         assert await h.store.list_channel(CHANNEL) == []
         await h.driver.click(ALICE, "Request approval", message=confirmation)
-        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL)
+        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL, timeout=WAIT)
         [request] = await h.store.list_channel(CHANNEL)
         assert request.state is State.PENDING
-        await h.wait_stored(request.id, lambda r: r.message_ts is not None)
+        await h.wait_stored(request.id, lambda r: r.message_ts is not None, timeout=WAIT)
 
 
 async def test_redis_down_when_the_modal_confirmation_is_submitted(
@@ -84,7 +86,7 @@ async def test_redis_down_when_the_modal_confirmation_is_submitted(
 ) -> None:
     async with running(redis_url=redis_server.url) as h:
         await h.driver.command(ALICE, CHANNEL, "create")
-        form = await h.driver.wait_for_view(ALICE)
+        form = await h.driver.wait_for_view(ALICE, timeout=WAIT)
         await h.driver.submit_view(ALICE, form, GOOD)
         confirm = h.driver.current_view(ALICE)
         assert confirm is not None and confirm["callback_id"] == "backup_confirm"
@@ -101,7 +103,7 @@ async def test_redis_down_when_the_modal_confirmation_is_submitted(
         again = h.driver.current_view(ALICE)
         assert again is not None and again["id"] == confirm["id"]
         await h.driver.submit_view(ALICE, again)
-        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL)
+        await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL, timeout=WAIT)
         [request] = await h.store.list_channel(CHANNEL)
         assert request.state is State.PENDING
 
@@ -111,7 +113,7 @@ async def test_redis_down_when_approve_is_clicked(redis_server: RedisServer) -> 
         request_id = await _pending_request(h)
         redis_server.stop()
         await h.driver.click(BOB, "Approve", channel=CHANNEL)
-        said = await h.driver.wait_for_ephemeral(BOB, DOWN)
+        said = await h.driver.wait_for_ephemeral(BOB, DOWN, timeout=WAIT)
         assert "created" not in said.all_text.lower()
         assert h.cse.create_requests() == []
 
@@ -119,8 +121,8 @@ async def test_redis_down_when_approve_is_clicked(redis_server: RedisServer) -> 
         request = await h.store.get(request_id)
         assert request is not None and request.state is State.PENDING and not request.approvals
         await h.driver.click(BOB, "Approve", channel=CHANNEL)
-        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
-        await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL, timeout=WAIT)
+        await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         assert len(h.cse.create_requests()) == 1
 
 
@@ -139,7 +141,7 @@ async def test_redis_blinks_between_the_claim_and_the_result(redis_server: Redis
         assert request.policy is not None
         entries = await h.store.audit(request_id)
         assert [e.to_state for e in entries] == [State.PENDING, State.APPROVED, State.CREATED]
-        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL, timeout=WAIT)
         assert len(h.cse.create_requests()) == 1
 
 
@@ -170,7 +172,8 @@ async def test_redis_down_past_the_result_write(redis_server: RedisServer) -> No
                 (m := h.fake.message(CHANNEL, approval_ts))
                 and "could not be recorded" not in m.all_text
                 and "created" in m.all_text
-            )
+            ),
+            timeout=WAIT,
         )
         assert fixed
         assert len(h.fake.messages(CHANNEL, containing="Backup policy created")) == 1
@@ -186,17 +189,17 @@ async def test_pending_requests_survive_a_redis_restart(redis_server: RedisServe
         # The very first click after the restart works: no stale connection is reported as an
         # outage.
         await h.driver.click(BOB, "Approve", message=h.fake.message(CHANNEL, first_ts))
-        await h.wait_stored(first, lambda r: r.state is State.CREATED)
-        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        await h.wait_stored(first, lambda r: r.state is State.CREATED, timeout=WAIT)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL, timeout=WAIT)
         assert h.fake.ephemerals(user=BOB, containing=DOWN) == []
         still = await h.store.get(second)
         assert still is not None and still.state is State.PENDING
         await h.restart()  # and a restart of the bot itself, over the restarted Redis
         await h.driver.command(BOB, CHANNEL, "list")
-        listing = await h.driver.wait_for_ephemeral(BOB, second)
+        listing = await h.driver.wait_for_ephemeral(BOB, second, timeout=WAIT)
         assert "Waiting for approval" in listing.all_text
         await h.driver.click(BOB, "Approve", message=h.fake.message(CHANNEL, second_ts))
-        await h.wait_stored(second, lambda r: r.state is State.CREATED)
+        await h.wait_stored(second, lambda r: r.state is State.CREATED, timeout=WAIT)
         assert len(h.cse.create_requests()) == 2
 
 

@@ -11,16 +11,19 @@ from tests.fakes.slack_api import Message
 from tests.procs import settled
 from tests.slack_harness import ALICE, APPROVALS, BOB, CAROL, CHANNEL, Harness, running
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
 
 
 async def _ask(h: Harness, channel: str = CHANNEL) -> str:
     """The quick path up to the click on Request approval; returns what Alice is told."""
     await h.driver.command(ALICE, channel, QUICK)
-    confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
+    confirmation = await h.driver.wait_for_ephemeral(ALICE, "Request approval", timeout=WAIT)
     await h.driver.click(ALICE, "Request approval", message=confirmation)
     told = await h.fake.async_wait_until(
-        lambda: (e := h.fake.ephemeral(confirmation.ts)) and "Request approval" not in e.all_text
+        lambda: (e := h.fake.ephemeral(confirmation.ts)) and "Request approval" not in e.all_text,
+        timeout=WAIT,
     )
     assert told, "the confirmation was never replaced by an answer"
     return h.fake.ephemeral(confirmation.ts).all_text
@@ -84,7 +87,7 @@ async def test_a_rate_limited_update_is_waited_out() -> None:
         approval = await _approval(h, request_id)
         h.fake.fail_next("chat.update", status=429, retry_after=1, times=2)
         await h.driver.click(BOB, "Approve", message=approval)
-        await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         shown = await h.fake.async_wait_until(
             lambda: (m := h.fake.message(CHANNEL, approval.ts)) and "created" in m.all_text,
             timeout=10,
@@ -101,14 +104,16 @@ async def test_updates_refused_leave_the_store_right_and_clicks_harmless() -> No
         approval = await _approval(h, request_id)
         h.fake.fail_next("chat.update", "internal_error", status=500, times=20)
         await h.driver.click(BOB, "Approve", message=approval)
-        await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
-        result = await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
+        result = await h.driver.wait_for_message(
+            "Backup policy created", channel=CHANNEL, timeout=WAIT
+        )
         assert "created" in result.all_text
         # The approval message still shows its buttons (Slack refused the update): a click on
         # it is answered from the store, and changes nothing.
         assert "Approve" in h.fake.message(CHANNEL, approval.ts).all_text
         await h.driver.click(CAROL, "Approve", message=approval)
-        told = await h.driver.wait_for_ephemeral(CAROL, "already approved")
+        told = await h.driver.wait_for_ephemeral(CAROL, "already approved", timeout=WAIT)
         assert f"<@{BOB}>" in told.all_text
         assert len(h.cse.create_requests()) == 1
 
@@ -119,9 +124,10 @@ async def test_the_result_post_refused_still_shows_the_outcome_on_the_approval()
         approval = await _approval(h, request_id)
         h.fake.fail_next("chat.postMessage", "internal_error", status=500, times=5)
         await h.driver.click(BOB, "Approve", message=approval)
-        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         shown = await h.fake.async_wait_until(
-            lambda: (m := h.fake.message(CHANNEL, approval.ts)) and "created" in m.all_text
+            lambda: (m := h.fake.message(CHANNEL, approval.ts)) and "created" in m.all_text,
+            timeout=WAIT,
         )
         assert shown
         policy_id = str((request.policy or {}).get("id"))
@@ -133,7 +139,7 @@ async def test_an_expired_trigger_id_is_explained_and_nothing_is_stored() -> Non
     async with running() as h:
         h.fake.fail_next("views.open", "expired_trigger_id")
         await h.driver.command(ALICE, CHANNEL, "create")
-        told = await h.driver.wait_for_ephemeral(ALICE, "try again")
+        told = await h.driver.wait_for_ephemeral(ALICE, "try again", timeout=WAIT)
         assert "3 seconds" in told.all_text
         assert await h.store.list_channel(CHANNEL) == []
 
@@ -141,12 +147,12 @@ async def test_an_expired_trigger_id_is_explained_and_nothing_is_stored() -> Non
         approval = await _approval(h, request_id)
         h.fake.fail_next("views.open", "expired_trigger_id")
         await h.driver.click(BOB, "Reject", message=approval)
-        await h.driver.wait_for_ephemeral(BOB, "try again")
+        await h.driver.wait_for_ephemeral(BOB, "try again", timeout=WAIT)
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
         await h.driver.click(BOB, "Reject", message=approval)  # a second try opens the form
-        view = await h.driver.wait_for_view(BOB)
+        view = await h.driver.wait_for_view(BOB, timeout=WAIT)
         await h.driver.submit_view(BOB, view, {"Reason": "later"})
-        await h.wait_stored(request_id, lambda r: r.state is State.REJECTED)
+        await h.wait_stored(request_id, lambda r: r.state is State.REJECTED, timeout=WAIT)
 
 
 async def test_a_failing_response_url_falls_back_to_an_ephemeral_post() -> None:
@@ -155,7 +161,7 @@ async def test_a_failing_response_url_falls_back_to_an_ephemeral_post() -> None:
         approval = await _approval(h, request_id)
         h.fake.fail_next("response_url", "used_url", status=404)
         await h.driver.click(ALICE, "Approve", message=approval)
-        told = await h.driver.wait_for_ephemeral(ALICE, "someone else must approve")
+        told = await h.driver.wait_for_ephemeral(ALICE, "someone else must approve", timeout=WAIT)
         assert told.via == "chat.postEphemeral"
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
 
@@ -167,7 +173,7 @@ async def test_slack_answering_nothing_useful_never_stops_the_cse_call() -> None
         for method in ("chat.update", "chat.postMessage", "chat.postEphemeral", "response_url"):
             h.fake.fail_next(method, "internal_error", status=500, times=50)
         await h.driver.click(BOB, "Approve", message=approval)
-        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         assert request.policy is not None
         assert len(h.cse.create_requests()) == 1
         entries = await h.store.audit(request_id)

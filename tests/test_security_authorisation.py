@@ -30,6 +30,8 @@ from tests.slack_harness import (
     running,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 DAVE = "U0DAVE004"  # may request, may not approve
 ERIN = "U0ERIN005"  # approver who may break glass on her own requests
 GROUP = "S0OPSTEAM"  # CAROL is in it
@@ -102,17 +104,17 @@ async def _harness_users(h: Harness) -> None:
 async def _request(h: Harness, requester: str) -> tuple[str, Message]:
     before = {m.ts for m in h.fake.messages(CHANNEL)}
     await h.driver.command(requester, CHANNEL, QUICK)
-    confirmation = await h.driver.wait_for_ephemeral(requester, "Request approval")
+    confirmation = await h.driver.wait_for_ephemeral(requester, "Request approval", timeout=WAIT)
     await h.driver.click(requester, "Request approval", message=confirmation)
     approval = await new_approval_message(h.fake, CHANNEL, before)
     request_id = approval_request_id(approval)
-    await h.wait_stored(request_id, lambda r: r.message_ts is not None)
+    await h.wait_stored(request_id, lambda r: r.message_ts is not None, timeout=WAIT)
     await settled(h.fake)
     return request_id, approval
 
 
 async def _refused(h: Harness, user: str, words: str) -> None:
-    told = await h.driver.wait_for_ephemeral(user, words)
+    told = await h.driver.wait_for_ephemeral(user, words, timeout=WAIT)
     assert told.user == user
 
 
@@ -123,7 +125,7 @@ async def _create(h: Harness, role: Role, refusal: str | None) -> None:
         assert await h.store.list_channel(role.channel) == []
         assert h.fake.messages() == [] and h.fake.calls_to("views.open") == []
         return
-    confirmation = await h.driver.wait_for_ephemeral(role.actor, "Request approval")
+    confirmation = await h.driver.wait_for_ephemeral(role.actor, "Request approval", timeout=WAIT)
     await h.driver.click(role.actor, "Request approval", message=confirmation)
     approval = await new_approval_message(h.fake, CHANNEL, set())
     request = await h.store.get(approval_request_id(approval))
@@ -141,13 +143,13 @@ async def _approve(h: Harness, role: Role, refusal: str | None) -> None:
         assert h.cse.create_requests() == []
         return
     if role.actor == role.requester:  # break glass: a reason first, then a loud announcement
-        view = await h.driver.wait_for_view(role.actor)
+        view = await h.driver.wait_for_view(role.actor, timeout=WAIT)
         assert "Break glass" in view["title"]["text"]
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
         await h.driver.submit_view(role.actor, view, {"Reason": "prod is down, INC-9"})
-        announced = await h.driver.wait_for_message("Break glass", channel=CHANNEL)
+        announced = await h.driver.wait_for_message("Break glass", channel=CHANNEL, timeout=WAIT)
         assert "prod is down, INC-9" in announced.all_text and f"<@{ERIN}>" in announced.all_text
-    request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+    request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
     assert request.approved_by == (role.actor,)
     assert len(h.cse.create_requests()) == 1
 
@@ -160,9 +162,9 @@ async def _reject(h: Harness, role: Role, refusal: str | None) -> None:
         assert h.fake.calls_to("views.open") == []
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
         return
-    view = await h.driver.wait_for_view(role.actor)
+    view = await h.driver.wait_for_view(role.actor, timeout=WAIT)
     await h.driver.submit_view(role.actor, view, {"Reason": "not today"})
-    request = await h.wait_stored(request_id, lambda r: r.state is State.REJECTED)
+    request = await h.wait_stored(request_id, lambda r: r.state is State.REJECTED, timeout=WAIT)
     assert request.decided_by == role.actor
     assert h.cse.create_requests() == []
 
@@ -177,7 +179,7 @@ async def _cancel(h: Harness, role: Role, refusal: str | None) -> None:
         await _refused(h, role.actor, refusal)
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
         return
-    request = await h.wait_stored(request_id, lambda r: r.state is State.CANCELLED)
+    request = await h.wait_stored(request_id, lambda r: r.state is State.CANCELLED, timeout=WAIT)
     assert request.decided_by == role.actor
 
 
@@ -199,7 +201,7 @@ async def test_break_glass_without_a_reason_is_refused_on_the_server() -> None:
         await _harness_users(h)
         request_id, approval = await _request(h, ERIN)
         await h.driver.click(ERIN, "Approve", message=approval)
-        view = await h.driver.wait_for_view(ERIN)
+        view = await h.driver.wait_for_view(ERIN, timeout=WAIT)
         # A client that ignores `required` and sends blanks.
         view["state"] = {
             "values": {"decision_reason": {"reason": {"type": "plain_text_input", "value": "   "}}}
@@ -265,7 +267,7 @@ async def test_a_payload_claiming_an_approver_does_not_make_one() -> None:
         # The other way round: Bob's click counts as Bob's, whatever else the payload says.
         genuine = _click_payload(h, BOB, Action.APPROVE, request_id, approval, claims=MALLORY)
         await h.driver.send_interaction(genuine)
-        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        request = await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         assert request.approved_by == (BOB,)
 
 
@@ -321,7 +323,7 @@ async def test_a_reject_form_submitted_by_someone_else_is_refused() -> None:
         await _harness_users(h)
         request_id, approval = await _request(h, ALICE)
         await h.driver.click(BOB, "Reject", message=approval)
-        view = await h.driver.wait_for_view(BOB)
+        view = await h.driver.wait_for_view(BOB, timeout=WAIT)
         view["state"] = {
             "values": {"decision_reason": {"reason": {"type": "plain_text_input", "value": "x"}}}
         }

@@ -36,6 +36,8 @@ from tests.slack_harness import (
     running,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 T = TypeVar("T")
 
 INJECTIONS = [
@@ -254,7 +256,7 @@ def _submit_form(live: LiveBot, user: str, state: dict[str, Any]) -> dict[str, A
 
     async def attempt() -> dict[str, Any]:
         await h.driver.command(user, CHANNEL, "create")
-        form = await h.driver.wait_for_view(user)
+        form = await h.driver.wait_for_view(user, timeout=WAIT)
         since = h.fake.mark()
         payload = {
             **h.driver._base("view_submission", user),
@@ -407,21 +409,21 @@ async def test_reject_and_break_glass_reasons_are_capped_and_escaped() -> None:
             return response.json() if response.content.strip() else {}
 
         await h.driver.click(BOB, "Reject", message=approval)
-        view = await h.driver.wait_for_view(BOB)
+        view = await h.driver.wait_for_view(BOB, timeout=WAIT)
         too_long = await submit(BOB, view, "<!channel> " * 100)
         assert too_long.get("response_action") == "errors"
         assert "500" in json.dumps(too_long)
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
 
         await h.driver.click(ALICE, "Approve", message=approval)
-        glass = await h.driver.wait_for_view(ALICE)
+        glass = await h.driver.wait_for_view(ALICE, timeout=WAIT)
         too_long = await submit(ALICE, glass, "x" * 501)
         assert too_long.get("response_action") == "errors"
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
 
         await submit(ALICE, glass, "<!channel> <@U0EVIL99> <https://evil.example|y> & go")
-        await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
-        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL)
+        await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
+        await h.driver.wait_for_message("Backup policy created", channel=CHANNEL, timeout=WAIT)
         assert_nothing_pings(h.fake)
         shown = json.dumps([m.blocks for m in h.fake.messages()])
         assert "&lt;!channel&gt;" in shown
@@ -439,18 +441,18 @@ async def test_injected_syntax_is_escaped_on_every_surface() -> None:
         )
         request_id = await h.create_request(text)
         await h.driver.command(BOB, CHANNEL, "list")
-        await h.driver.wait_for_ephemeral(BOB, request_id)
+        await h.driver.wait_for_ephemeral(BOB, request_id, timeout=WAIT)
         await h.driver.command(BOB, CHANNEL, f"status {request_id}")
-        await h.driver.wait_for_ephemeral(BOB, "History")
+        await h.driver.wait_for_ephemeral(BOB, "History", timeout=WAIT)
         await h.driver.app_home_opened(BOB)
-        await h.fake.async_wait_for("views.publish")
+        await h.fake.async_wait_for("views.publish", timeout=WAIT)
         await h.driver.click(BOB, "Reject", channel=APPROVALS)
-        view = await h.driver.wait_for_view(BOB)
+        view = await h.driver.wait_for_view(BOB, timeout=WAIT)
         await h.driver.submit_view(BOB, view, {"Reason": injected[:400]})
-        await h.wait_stored(request_id, lambda r: r.state is State.REJECTED)
-        await h.fake.async_wait_for("chat.update")
+        await h.wait_stored(request_id, lambda r: r.state is State.REJECTED, timeout=WAIT)
+        await h.fake.async_wait_for("chat.update", timeout=WAIT)
         await h.driver.command(ALICE, CHANNEL, f"status {request_id}")
-        await h.driver.wait_for_ephemeral(ALICE, "History")
+        await h.driver.wait_for_ephemeral(ALICE, "History", timeout=WAIT)
         assert_nothing_pings(h.fake)
         everything = json.dumps([m.blocks for m in h.fake.messages()]) + json.dumps(
             [e.blocks for e in h.fake.ephemerals()]

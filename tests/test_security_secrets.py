@@ -35,6 +35,8 @@ from tests.slack_harness import (
     new_approval_message,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 QUICK = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason=INC-42'
 
 
@@ -84,7 +86,9 @@ async def test_no_secret_leaves_the_process(tmp_path: Path) -> None:
             async def ask_and_approve() -> str:
                 before = {m.ts for m in fake.messages(CHANNEL)}
                 await driver.command(ALICE, CHANNEL, QUICK)
-                confirmation = await driver.wait_for_ephemeral(ALICE, "Request approval")
+                confirmation = await driver.wait_for_ephemeral(
+                    ALICE, "Request approval", timeout=WAIT
+                )
                 await driver.click(ALICE, "Request approval", message=confirmation)
                 approval = await new_approval_message(fake, CHANNEL, before)
                 request_id = approval_request_id(approval)
@@ -131,7 +135,7 @@ async def test_no_secret_leaves_the_process(tmp_path: Path) -> None:
             fourth = await ask_and_approve()
             assert (await store.get(fourth)).state is State.CREATED  # type: ignore[union-attr]
             await driver.command(BOB, CHANNEL, f"status {third}")
-            await driver.wait_for_ephemeral(BOB, "History")
+            await driver.wait_for_ephemeral(BOB, "History", timeout=WAIT)
 
             # A forged request, answered without anything from the process's secrets.
             async with httpx.AsyncClient() as http:

@@ -44,6 +44,8 @@ from tests.slack_harness import (
     serve,
 )
 
+WAIT = 20.0  # seconds: generous, the machine may be busy with other work
+
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -167,7 +169,7 @@ async def test_forged_approve_gets_401_and_changes_nothing(forgery: str) -> None
         genuine = _approve_payload(h, request_id)
         signed = await h.driver.raw(genuine, {"Content-Type": FORM, **h.driver.sign(genuine)})
         assert signed.status_code == 200
-        await h.wait_stored(request_id, lambda r: r.state is State.CREATED)
+        await h.wait_stored(request_id, lambda r: r.state is State.CREATED, timeout=WAIT)
         assert len(h.cse.create_requests()) == 1
 
 
