@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -68,8 +69,12 @@ def response_url_of(body: dict[str, Any]) -> str | None:
     return None
 
 
-async def via_response_url(url: str, payload: dict[str, Any]) -> bool:
-    webhook = AsyncWebhookClient(url, timeout=10)
+async def via_response_url(
+    url: str, payload: dict[str, Any], session: aiohttp.ClientSession | None = None
+) -> bool:
+    """Post to a `response_url`; on `session` (the app's connection pool) when given, which
+    spares a new session and TCP connection per reply."""
+    webhook = AsyncWebhookClient(url, timeout=10, session=session)
     try:
         result = await webhook.send_dict(payload)
     except Exception as exc:  # aiohttp errors of any kind: fall back to the Web API
@@ -99,7 +104,7 @@ async def ephemeral(
             "replace_original": replace_original,
             **message.payload(),
         }
-        if await via_response_url(url, payload):
+        if await via_response_url(url, payload, client.session):
             return
     user = user_of(body)
     target = channel_of(body) or channel
@@ -114,17 +119,20 @@ async def ephemeral(
         log.warning("could not answer %s: %s", user, exc.response.get("error"))
 
 
-async def replace_source(body: dict[str, Any], message: Message) -> bool:
+async def replace_source(
+    body: dict[str, Any], message: Message, client: AsyncWebClient | None = None
+) -> bool:
     """Replace the (ephemeral) message whose button was clicked, when Slack allows it."""
     url = response_url_of(body)
     if not url:
         return False
     payload = {"replace_original": True, **message.payload()}
-    return await via_response_url(url, payload)
+    return await via_response_url(url, payload, client.session if client else None)
 
 
-async def delete_source(body: dict[str, Any]) -> bool:
+async def delete_source(body: dict[str, Any], client: AsyncWebClient | None = None) -> bool:
     url = response_url_of(body)
     if not url:
         return False
-    return await via_response_url(url, {"delete_original": True})
+    session = client.session if client else None
+    return await via_response_url(url, {"delete_original": True}, session)

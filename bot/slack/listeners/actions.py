@@ -51,7 +51,7 @@ def register(app: AsyncApp, services: Services) -> None:
             request = await flow.announce(request)
         except PostFailed as exc:
             withdrawn = f"{exc}\nRequest `{request.id}` was withdrawn; nothing was sent to CSE."
-            await replace_source(body, text_message(withdrawn))
+            await replace_source(body, text_message(withdrawn), client)
             return
         await replace_source(
             body,
@@ -59,6 +59,7 @@ def register(app: AsyncApp, services: Services) -> None:
                 f"Request `{request.id}` sent for approval in <#{request.message_channel}>; "
                 "nothing is sent to CSE before a second engineer approves."
             ),
+            client,
         )
 
     @app.action(Action.EDIT_DRAFT)
@@ -75,12 +76,13 @@ def register(app: AsyncApp, services: Services) -> None:
 
     @app.action(Action.DISCARD_DRAFT)
     @guarded
-    async def on_discard(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def on_discard(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         _, draft_id = _clicked(body)
         await flow.store.delete_draft(draft_id)
-        if not await replace_source(body, text_message("Cancelled: nothing was stored or sent.")):
-            await delete_source(body)
+        cancelled = text_message("Cancelled: nothing was stored or sent.")
+        if not await replace_source(body, cancelled, client):
+            await delete_source(body, client)
 
     @app.action(Action.APPROVE)
     @guarded
