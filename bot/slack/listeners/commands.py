@@ -1,8 +1,16 @@
-"""`/cse-backup` and its sub-commands (CONTRACT §4). Every path acks first, then works."""
+"""`/cse-backup` and its sub-commands (CONTRACT §4).
+
+A sub-command's answer goes into the acknowledgement itself when it is ready within
+`ACK_BUDGET` (Slack shows the ack body as the same ephemeral message, and no second request is
+needed); otherwise the command is acknowledged at the budget and answered through its
+`response_url`. Paths that open a modal acknowledge first.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
@@ -12,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.core.approval import decide_create
 from bot.core.requests import Draft, State, new_draft_id, normalise_request_id
 from bot.core.schedule import ScheduleError, preview
+from bot.slack.blocks import Message
 from bot.slack.command_text import Command, parse_quick_args, split_command
 from bot.slack.engines import EngineChoice, EngineRefused
 from bot.slack.errors import UserError, guarded
@@ -37,6 +46,14 @@ the quick path (any order; missing values open the form prefilled)
 • `/cse-backup status bkp-7k3m9q`: one request and its history
 • `/cse-backup cancel bkp-7k3m9q`: withdraw your pending request
 • `/cse-backup help`: this text"""
+_HELP = text_message(USAGE)  # the same every time: built once
+
+
+# Slack waits 3 seconds for the ack: an answer not ready within this goes by response_url.
+ACK_BUDGET = 1.5
+
+AckFirst = Callable[[], Awaitable[None]]
+Reply = Message | None
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -44,14 +61,28 @@ def register(app: AsyncApp, services: Services) -> None:
     @app.command(re.compile(r"^/.+"))
     @guarded
     async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+        async def ack_first() -> None:
+            if ack.response is None:
+                await ack()
+
         command = split_command(str(body.get("text") or ""))
         handler = _VERBS.get(command.verb, _usage)
-        await handler(services, command, body, client)
-
-
-async def _reply(body: dict[str, Any], client: AsyncWebClient, text: str) -> None:
-    await ephemeral(body, client, text_message(text))
+        work = asyncio.ensure_future(handler(services, command, body, client, ack_first))
+        done, _ = await asyncio.wait({work}, timeout=ACK_BUDGET)
+        if not done:
+            await ack_first()
+        try:
+            reply = await work
+        except Exception:
+            await ack_first()  # refusals and errors are answered as ever, by the error handler
+            raise
+        if ack.response is None:
+            if reply is None:
+                await ack()
+            else:
+                await ack(response_type="ephemeral", **reply.payload())
+        elif reply is not None:
+            await ephemeral(body, client, reply)
 
 
 async def _check_channel(services: Services, body: dict[str, Any]) -> None:
@@ -62,14 +93,18 @@ async def _check_channel(services: Services, body: dict[str, Any]) -> None:
 
 
 async def _usage(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
-    del services
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
+    del services, body, client, ack_first
     prefix = ""
     if command.verb and command.verb != "help":
         shown = command.verb[:30].replace("`", "ˋ")
         prefix = f"I do not know `{_safe(shown)}`.\n"
-    await _reply(body, client, prefix + USAGE)
+    return text_message(prefix + USAGE) if prefix else _HELP
 
 
 def _safe(text: str) -> str:
@@ -77,8 +112,12 @@ def _safe(text: str) -> str:
 
 
 async def _create(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
     await _check_channel(services, body)
     user, channel = str(body["user_id"]), str(body["channel_id"])
     groups = await services.flow.groups_of(user)
@@ -87,8 +126,9 @@ async def _create(
         raise UserError(decision.message)
     args = parse_quick_args(command.rest)
     if args.empty:
+        await ack_first()
         await client.views_open(trigger_id=body["trigger_id"], view=services.form(channel))
-        return
+        return None
     given = FormInput(
         engine=args.values.get("engine"),
         schedule=args.values.get("schedule"),
@@ -108,16 +148,16 @@ async def _create(
     bad = {f: e for f, e in result.errors.items() if f not in missing_ok}
     if args.problems or bad:
         problems = list(args.problems) + [f"{LABELS[f]} ({f.value}): {e}" for f, e in bad.items()]
-        await ephemeral(body, client, problems_message("*Nothing was stored or sent:*", problems))
-        return
+        return problems_message("*Nothing was stored or sent:*", problems)
     if result.values is None or not given.complete(
         require_reason=services.settings.require_reason
     ):  # some values missing: the form, prefilled with what was given
         engine = await _engine_choice(services, given.engine)
+        await ack_first()
         await client.views_open(
             trigger_id=body["trigger_id"], view=services.form(channel, given, engine)
         )
-        return
+        return None
     values = result.values
     draft = Draft(
         id=new_draft_id(),
@@ -133,7 +173,7 @@ async def _create(
     )
     await services.flow.save_draft(draft)
     zone = await services.directory.user_zone(user)
-    await ephemeral(body, client, confirmation_message(draft, values.preview, zone))
+    return confirmation_message(draft, values.preview, zone)
 
 
 async def _engine_choice(services: Services, text: str | None) -> EngineChoice | None:
@@ -146,8 +186,12 @@ async def _engine_choice(services: Services, text: str | None) -> EngineChoice |
 
 
 async def _preview(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
     await _check_channel(services, body)
     if not command.rest:
         raise UserError("Give a cron expression: `/cse-backup preview 0 2 * * *`.")
@@ -156,18 +200,22 @@ async def _preview(
     except ScheduleError as exc:
         raise UserError(f"Not a schedule I accept: {_safe(str(exc))}") from None
     zone = await services.directory.user_zone(str(body["user_id"]))
-    await ephemeral(body, client, preview_message(result, zone))
+    return preview_message(result, zone)
 
 
 async def _list(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
-    del command
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
+    del command, client, ack_first
     await _check_channel(services, body)
     requests = await services.flow.store.list_channel(str(body["channel_id"]), limit=30)
     pending = [r for r in requests if r.state is State.PENDING]
     recent = [r for r in requests if r not in pending][:10]
-    await ephemeral(body, client, list_message(pending, recent))
+    return list_message(pending, recent)
 
 
 def _request_id(command: Command, verb: str) -> str:
@@ -181,8 +229,12 @@ def _request_id(command: Command, verb: str) -> str:
 
 
 async def _status(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
     await _check_channel(services, body)
     request = await services.flow.get(_request_id(command, "status"))
     entries = await services.flow.store.audit(request.id)
@@ -196,15 +248,19 @@ async def _status(
         )
         for e in entries
     ]
-    await ephemeral(body, client, status_reply(request, history))
+    return status_reply(request, history)
 
 
 async def _cancel(
-    services: Services, command: Command, body: dict[str, Any], client: AsyncWebClient
-) -> None:
+    services: Services,
+    command: Command,
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    ack_first: AckFirst,
+) -> Reply:
     await _check_channel(services, body)
     request = await services.flow.cancel(_request_id(command, "cancel"), str(body["user_id"]))
-    await _reply(body, client, f"Request `{request.id}` is cancelled; nothing was sent to CSE.")
+    return text_message(f"Request `{request.id}` is cancelled; nothing was sent to CSE.")
 
 
 _VERBS = {
