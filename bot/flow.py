@@ -49,6 +49,7 @@ STUCK_AFTER = timedelta(minutes=5)
 # says this replica is alive meanwhile), telling people after the first few failed attempts.
 RECORD_PATIENCE = STUCK_AFTER - timedelta(seconds=30)
 TELL_AFTER_ATTEMPTS = 5  # about three seconds of failures
+NOTE_ATTEMPTS = 6  # about five seconds of trying to note where a message was posted
 # Who holds a lease (for people reading Redis, and the logs).
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 NO_OUTCOME = (
@@ -218,19 +219,48 @@ class BackupFlow:
             await self._withdraw(request, "the approval message could not be posted")
             raise PostFailed(str(exc), channel=request.channel) from None
         now = self.clock()
-        request = await self.store.update_fields(
-            request.id, {"message_channel": approval_channel, "message_ts": ts}, now
-        )
+        try:
+            request = await self._note(
+                request.id, {"message_channel": approval_channel, "message_ts": ts}, now
+            )
+        except StoreUnavailable:
+            raise FlowError(
+                f"Request `{request.id}` was posted for approval in <#{approval_channel}>, but "
+                "the request store (Redis) stopped answering before the bot could note where. "
+                "Approving it still works; its message may not show the outcome. Tell the bot's "
+                "operators if this happens again.",
+                channel=request.channel,
+            ) from None
         if approval_channel != request.channel:
             try:
                 status_ts = await self.announcer.post_status(request, request.channel)
             except PostFailed as exc:
                 log.warning("status message for %s not posted: %s", request.id, exc)
             else:
-                request = await self.store.update_fields(
-                    request.id, {"status_channel": request.channel, "status_ts": status_ts}, now
-                )
+                try:
+                    request = await self._note(
+                        request.id,
+                        {"status_channel": request.channel, "status_ts": status_ts},
+                        now,
+                    )
+                except StoreUnavailable:
+                    log.warning("status message of %s posted but not noted", request.id)
         return request
+
+    async def _note(self, request_id: str, patch: dict[str, Any], now: datetime) -> BackupRequest:
+        """Record where a message was posted; Redis may blink, so try for a few seconds (the
+        message is already in Slack: giving up at once would leave it unknown to the store)."""
+        delay = 0.2
+        for attempt in range(NOTE_ATTEMPTS):
+            try:
+                return await self.store.update_fields(request_id, patch, now)
+            except StoreUnavailable:
+                metrics.REDIS_ERRORS.inc()
+                if attempt == NOTE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _withdraw(self, request: BackupRequest, why: str) -> None:
         try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import redis
+from aiohttp import web
 
 from tests.fakes.cse_server import FakeCse
 from tests.fakes.slack_api import FakeSlack
@@ -306,3 +307,83 @@ async def settled(fake: FakeSlack, quiet: float = 0.2, timeout: float = 5.0) -> 
             return count
         count = now
     return count
+
+
+# --- a gate in front of the Slack Web API ----------------------------------------------------
+
+
+class SlackGate:
+    """A pass-through proxy to the fake Slack Web API that can hold one call: `hold(method)`
+    arms it, the next call of that method waits at the gate (`held` is set) until `release()`.
+
+    Lets a test act (stop Redis, say) at the exact moment between the bot's call and Slack's
+    answer. Use `url` as SLACK_API_URL.
+    """
+
+    def __init__(self, fake: FakeSlack) -> None:
+        self.fake = fake
+        self.held = asyncio.Event()
+        self._method: str | None = None
+        self._open = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/api/"
+
+    def hold(self, method: str) -> None:
+        self._method = method
+        self.held.clear()
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    async def start(self) -> SlackGate:
+        self._client = httpx.AsyncClient(timeout=30)
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, LOOPBACK, 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._client is not None
+        method = request.match_info["method"]
+        body = await request.read()
+        if method == self._method:
+            self._method = None
+            self.held.set()
+            await self._open.wait()
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        query = f"?{request.query_string}" if request.query_string else ""
+        answer = await self._client.request(
+            request.method, f"{self.fake.url}{method}{query}", content=body, headers=headers
+        )
+        return web.Response(
+            status=answer.status_code,
+            body=answer.content,
+            headers={
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() in ("content-type", "retry-after")
+            },
+        )
+
+    async def aclose(self) -> None:
+        self._open.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._client is not None:
+            await self._client.aclose()

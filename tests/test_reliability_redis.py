@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.requests import State
-from tests.procs import RedisServer, eventually
+from tests.procs import RedisServer, SlackGate, eventually
 from tests.slack_harness import ALICE, BOB, CHANNEL, Harness, running
 
 WAIT = 20.0  # seconds: generous, the machine may be busy with other work
@@ -106,6 +106,81 @@ async def test_redis_down_when_the_modal_confirmation_is_submitted(
         await h.driver.wait_for_message("Waiting for approval", channel=CHANNEL, timeout=WAIT)
         [request] = await h.store.list_channel(CHANNEL)
         assert request.state is State.PENDING
+
+
+async def _gated(h: Harness) -> SlackGate:
+    """The bot again, now calling Slack through a gate the test can hold."""
+    gate = await SlackGate(h.fake).start()
+    h.settings = h.settings.model_copy(update={"slack_api_url": gate.url})
+    await h.restart()
+    return gate
+
+
+async def test_redis_blinks_while_the_approval_message_is_posted(
+    redis_server: RedisServer,
+) -> None:
+    """The request is stored, its approval message is on its way to Slack, and Redis goes
+    away for a moment: where the message went is still noted, so it shows the outcome later."""
+    async with running(redis_url=redis_server.url) as h:
+        gate = await _gated(h)
+        try:
+            await h.driver.command(ALICE, CHANNEL, QUICK)
+            confirmation = await h.driver.wait_for_ephemeral(
+                ALICE, "Request approval", timeout=WAIT
+            )
+            gate.hold("chat.postMessage")
+            await h.driver.click(ALICE, "Request approval", message=confirmation)
+            await asyncio.wait_for(gate.held.wait(), WAIT)
+            redis_server.stop()
+            gate.release()
+            await asyncio.sleep(1.0)  # the bot tries to note the message while Redis is away
+            redis_server.start()
+            [request] = await h.store.list_channel(CHANNEL)
+            request = await h.wait_stored(
+                request.id, lambda r: r.message_ts is not None, timeout=WAIT
+            )
+            await h.driver.wait_for_ephemeral(ALICE, "sent for approval", timeout=WAIT)
+            await h.driver.click(
+                BOB, "Approve", message=h.fake.message(CHANNEL, request.message_ts or "")
+            )
+            await h.wait_stored(request.id, lambda r: r.state is State.CREATED, timeout=WAIT)
+            shown = await h.fake.async_wait_until(
+                lambda: "created" in h.fake.message(CHANNEL, request.message_ts or "").all_text,
+                timeout=WAIT,
+            )
+            assert shown
+        finally:
+            await gate.aclose()
+
+
+async def test_redis_down_while_the_approval_message_is_posted(
+    redis_server: RedisServer,
+) -> None:
+    """Redis stays away after the approval message went out: the requester is told exactly
+    that (not "nothing was saved"), and the request can still be approved once Redis is back."""
+    async with running(redis_url=redis_server.url) as h:
+        gate = await _gated(h)
+        try:
+            await h.driver.command(ALICE, CHANNEL, QUICK)
+            confirmation = await h.driver.wait_for_ephemeral(
+                ALICE, "Request approval", timeout=WAIT
+            )
+            gate.hold("chat.postMessage")
+            await h.driver.click(ALICE, "Request approval", message=confirmation)
+            await asyncio.wait_for(gate.held.wait(), WAIT)
+            redis_server.stop()
+            gate.release()
+            told = await h.driver.wait_for_ephemeral(ALICE, "was posted for approval", timeout=WAIT)
+            assert "stopped answering" in told.all_text and "nothing was saved" not in told.all_text
+            redis_server.start()
+            [request] = await h.store.list_channel(CHANNEL)
+            assert request.state is State.PENDING and request.message_ts is None
+            approval = h.fake.find_message("Waiting for approval", channel=CHANNEL)
+            await h.driver.click(BOB, "Approve", message=approval)
+            await h.wait_stored(request.id, lambda r: r.state is State.CREATED, timeout=WAIT)
+            assert len(h.cse.create_requests()) == 1
+        finally:
+            await gate.aclose()
 
 
 async def test_redis_down_when_approve_is_clicked(redis_server: RedisServer) -> None:
