@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
+from bot.core.requests import Draft, new_draft_id
 from bot.core.schedule import Preview, ScheduleError, preview
 from bot.core.schedule_builder import parse_time, weekly_expression
 from bot.slack.engines import EngineCatalog, EngineChoice, EngineRefused
@@ -94,6 +95,21 @@ class FormValues:
     reason: str
     preview: Preview
     built: bool = False  # the schedule builder made the expression
+
+    def draft(self, *, user: str, channel: str, now: datetime) -> Draft:
+        """The validated values as a draft waiting on its confirmation."""
+        return Draft(
+            id=new_draft_id(),
+            user=user,
+            channel=channel,
+            engine_id=self.engine.id,
+            engine_name=self.engine.name,
+            schedule=self.schedule,
+            reserve=self.reserve,
+            max_files=self.max_files,
+            reason=self.reason,
+            created_at=now,
+        )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
-from bot.core.requests import Draft, State, new_draft_id, normalise_request_id
+from bot.core.requests import State, normalise_request_id
 from bot.core.schedule import ScheduleError, preview
 from bot.slack.blocks import Message
 from bot.slack.command_text import Command, parse_quick_args, split_command
@@ -159,18 +159,7 @@ async def _create(
         )
         return None
     values = result.values
-    draft = Draft(
-        id=new_draft_id(),
-        user=user,
-        channel=channel,
-        engine_id=values.engine.id,
-        engine_name=values.engine.name,
-        schedule=values.schedule,
-        reserve=values.reserve,
-        max_files=values.max_files,
-        reason=values.reason,
-        created_at=now,
-    )
+    draft = values.draft(user=user, channel=channel, now=now)
     await services.flow.save_draft(draft)
     zone = await services.directory.user_zone(user)
     return confirmation_message(draft, values.preview, zone)

@@ -15,7 +15,6 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
-from bot.core.requests import Draft, new_draft_id
 from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
 from bot.slack.form import MAX_REASON, validate
@@ -65,18 +64,7 @@ def register(app: AsyncApp, services: Services) -> None:
         if errors or result.values is None or not channel:
             raise FieldErrors(errors)
         form = result.values
-        draft = Draft(
-            id=new_draft_id(),
-            user=user,
-            channel=channel,
-            engine_id=form.engine.id,
-            engine_name=form.engine.name,
-            schedule=form.schedule,
-            reserve=form.reserve,
-            max_files=form.max_files,
-            reason=form.reason,
-            created_at=now,
-        )
+        draft = form.draft(user=user, channel=channel, now=now)
         await services.flow.save_draft(draft)
         zone = await services.directory.user_zone(user)
         confirm = confirm_view(draft, form.preview, zone, built=form.built)
