@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -128,6 +129,11 @@ async def serve(settings: Settings) -> None:
     )
     await runner.setup()
     await web.TCPSite(runner, host="0.0.0.0", port=settings.port).start()
+    # Everything loaded so far (modules, the app, its clients) lives as long as the process: move
+    # it out of the collector's generations, so a full collection while serving does not walk it
+    # again (such walks stalled single requests by tens of ms at p95/p99 under load).
+    gc.collect()
+    gc.freeze()
     log.info(
         "cse-backup-bot serving on port %d (%s mode)",
         settings.port,
