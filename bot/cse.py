@@ -481,16 +481,7 @@ class CseClient:
             except _CONNECT_ERRORS as exc:
                 if trace.sent:  # cannot happen for a connect error, but never risk a repeat
                     raise self._unknown(exc) from None
-                if attempt < self._connect_retries:
-                    delay = self._retry_backoff * (2**attempt)
-                    log.warning(
-                        "cse connect failed (%s), retry %d of %d in %.2fs",
-                        type(exc).__name__,
-                        attempt + 1,
-                        self._connect_retries,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+                if await self._retry_after_backoff("connect", attempt, exc):
                     continue
                 raise CseUnavailable(
                     f"CSE at {self._endpoint} could not be reached ({type(exc).__name__}, "
@@ -542,6 +533,22 @@ class CseClient:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _retry_after_backoff(self, what: str, attempt: int, exc: Exception) -> bool:
+        """Wait before the next try (exponential backoff); False when no try is left."""
+        if attempt >= self._connect_retries:
+            return False
+        delay = self._retry_backoff * (2**attempt)
+        log.warning(
+            "cse %s failed (%s), retry %d of %d in %.2fs",
+            what,
+            type(exc).__name__,
+            attempt + 1,
+            self._connect_retries,
+            delay,
+        )
+        await asyncio.sleep(delay)
+        return True
+
     async def _get_with_retries(
         self, url: str, token: str | None, params: dict[str, str] | None
     ) -> httpx.Response:
@@ -551,16 +558,7 @@ class CseClient:
             try:
                 return await self._client.get(url, params=params, headers=headers)
             except httpx.TransportError as exc:
-                if attempt < self._connect_retries:
-                    delay = self._retry_backoff * (2**attempt)
-                    log.warning(
-                        "cse GET failed (%s), retry %d of %d in %.2fs",
-                        type(exc).__name__,
-                        attempt + 1,
-                        self._connect_retries,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
+                if await self._retry_after_backoff("GET", attempt, exc):
                     continue
                 raise CseUnavailable(
                     f"CSE at {self._endpoint} could not be reached ({type(exc).__name__}, "
