@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from bot.core.schedule import (
     ScheduleError,
+    crosscheck_utc,
     describe,
     lint,
     next_runs,
@@ -560,3 +561,28 @@ def test_every_valid_expression_has_a_24_hour_description(expr: str) -> None:
     assert text
     assert " AM" not in text and " PM" not in text
     assert "every 1 " not in text.lower()
+
+
+CROSSCHECK_CASES = [
+    "0 2 * * *",
+    "*/15 * * * *",
+    "0 2 * * 1-5",
+    "30 1 1,15 * *",
+    "0 0 1 * MON",
+    "0 0 */2 * 1",
+    "0 6 * JAN-MAR SUN",
+    "0 0 29 2 *",
+    "0 0 * * 7",
+    "10-50/20 3 * * *",
+    "@hourly",
+    "0 0 13 * 5",
+]
+
+
+@pytest.mark.parametrize("expr", CROSSCHECK_CASES)
+def test_croniter_second_opinion_agrees_in_utc(expr: str) -> None:
+    # README promises croniter as a second opinion in UTC, where its semantics match ours.
+    after = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    schedule = parse_schedule(expr)
+    ours = [r.astimezone(UTC) for r in next_runs(schedule, after, 5, UTC_ZONE)]
+    assert [r.astimezone(UTC) for r in crosscheck_utc(schedule, after, 5)] == ours
