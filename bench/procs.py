@@ -74,6 +74,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def children_of(pid: int) -> list[int]:
+    """The pids of `pid`'s children (from /proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return found
+
+
 def http_status(url: str, timeout: float = 1.0) -> int | None:
     """GET `url`: the HTTP status, or None when nothing answered."""
     try:

@@ -43,6 +43,7 @@ class AckRow:
     bare: Summary | None  # None: not measured (needs payloads made by the bot)
     bot_cpu: float | None = None  # CPU seconds the process used per request in this phase
     bare_cpu: float | None = None
+    worker_cpu: float | None = None  # the bot's follow-up worker, per request, same phase
 
     def ratio(self, which: str) -> float | None:
         if self.bot is None or self.bare is None:
@@ -152,6 +153,7 @@ class Results:
     startup_bot: float | None = None
     startup_bare: float | None = None
     rss_bot: int | None = None  # bytes, after `rss_bot_after` requests
+    rss_worker: int | None = None  # the bot's follow-up worker, at the same moment
     rss_bot_after: int = 0
     rss_bot_end: int | None = None
     rss_bot_end_after: int = 0
@@ -306,11 +308,13 @@ def table_rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
             continue
         bot_cpu = [r.bot_cpu or 0.0 for r in rows_of_kind]
         bare_cpu = [r.bare_cpu or 0.0 for r in rows_of_kind]
+        worker_cpu = [r.worker_cpu or 0.0 for r in rows_of_kind]
         levels = "/".join(str(r.concurrency) for r in rows_of_kind)
+        worker = f" (+ worker {' / '.join(ms(v) for v in worker_cpu)})" if any(worker_cpu) else ""
         rows.append(
             (
                 f"CPU per request {kind}, c={levels}, ms",
-                " / ".join(ms(v) for v in bot_cpu),
+                " / ".join(ms(v) for v in bot_cpu) + worker,
                 " / ".join(ms(v) for v in bare_cpu),
                 " / ".join(f"{a / b:.2f}" for a, b in zip(bot_cpu, bare_cpu, strict=True)),
                 "",
@@ -415,7 +419,10 @@ def table_rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
     rows.append(
         (
             f"RSS after {results.rss_bot_after:,} requests, MB",
-            NOT_AVAILABLE if results.rss_bot is None else f"{results.rss_bot / MB:.1f}",
+            NOT_AVAILABLE
+            if results.rss_bot is None
+            else f"{results.rss_bot / MB:.1f}"
+            + ("" if results.rss_worker is None else f" (+ worker {results.rss_worker / MB:.1f})"),
             "-" if results.rss_bare is None else f"{results.rss_bare / MB:.1f}",
             "",
             f"< {MEMORY_TARGET // MB} MB",

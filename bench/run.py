@@ -38,6 +38,7 @@ from bench.procs import (
     Child,
     Processes,
     child_env,
+    children_of,
     cpu_seconds,
     free_port,
     python_argv,
@@ -200,6 +201,7 @@ class Bench:
     redis_url: str
     results: Results
     prepared_requests: int = 0
+    worker_pid: int | None = None  # the bot's follow-up worker process, when it has one
 
     # --- processes -------------------------------------------------------------------------
 
@@ -277,6 +279,13 @@ class Bench:
                 continue
             raw.with_suffix(".summary.txt").write_text(summarise(raw))
 
+    def watched(self) -> dict[str, int]:
+        """Every process whose CPU is measured: the children, and the bot's follow-up worker."""
+        found = dict(self.procs.spawned)
+        if self.worker_pid is not None:
+            found["bot worker"] = self.worker_pid
+        return found
+
     async def memory(self, bot: App, pid: int) -> None:
         """RSS_AFTER requests of several kinds (a tenth of them whole requests, made pending and
         approved), then the bot's resident memory."""
@@ -292,6 +301,8 @@ class Bench:
             await closed_loop(len(chunk), 8, sender(bot, chunk))
         await self.quiet()
         self.results.rss_bot = rss_bytes(pid)
+        if self.worker_pid is not None:
+            self.results.rss_worker = rss_bytes(self.worker_pid)
         self.results.rss_bot_after = bot.sent + self.prepared_requests
 
     async def quiet(self, still: float = 0.3, timeout: float = 10.0) -> None:
@@ -339,7 +350,7 @@ class Bench:
                     await self.quiet()
                     progress(f"ack {kind} at concurrency {concurrency}: {len(chunk)} each")
                     profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
-                    meter = CpuMeter(self.procs.spawned)
+                    meter = CpuMeter(self.watched())
                     with profile if concurrency == 32 else contextlib.nullcontext():
                         done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
                     await self.quiet()
@@ -352,6 +363,7 @@ class Bench:
                         Summary.of(done.bare),
                         used["bot"] / len(done.bot),
                         used["bare"] / len(done.bare),
+                        used.get("bot worker", 0.0) / len(done.bot),
                     )
                 )
 
@@ -373,7 +385,7 @@ class Bench:
             sides = [(bot, done.bot), (bare, done.bare)]
             for app, times in sides if index % 2 == 0 else sides[::-1]:
                 outcomes = [self.outcomes.expect(i) for i in ids] if app is bot else []
-                meter = CpuMeter(self.procs.spawned)
+                meter = CpuMeter(self.watched())
                 profile = self.profiling(pid, f"ack-approve-c{concurrency}")
                 with profile if concurrency == 32 and app is bot else contextlib.nullcontext():
                     latencies, wall = await closed_loop(size, concurrency, sender(app, payloads))
@@ -441,7 +453,7 @@ class Bench:
                     failures += header != CREATED_HEADER
                     return arrived - sent
 
-                meter = CpuMeter(self.procs.spawned)
+                meter = CpuMeter(self.watched())
                 profile = self.profiling(pid, f"flow-c{concurrency}")
                 with profile if record else contextlib.nullcontext():
                     batch_latencies, batch_wall = await closed_loop(size, concurrency, one)
@@ -684,6 +696,14 @@ async def measure(bench: Bench) -> None:
             return
         await bench.host.call("configure", app_url=bot.base_url, secret=bench.secret)
         await bench.host.call("cse_delay", seconds=CSE_DELAY)
+        workers = children_of(bot_child.pid)  # started before the bot listens
+        bench.worker_pid = workers[0] if workers else None
+        results.notes.append(
+            "the bot ran as two processes, serving and follow-up worker; the worker's CPU is "
+            "shown beside the serving process's"
+            if bench.worker_pid
+            else "the bot ran as one process (no follow-up worker)"
+        )
         progress(f"{RSS_AFTER} requests, then the bot's memory")
         await bench.memory(bot, bot_child.pid)
         await bench.ack_phases(bot, bare, bot_child.pid)

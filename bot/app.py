@@ -14,6 +14,7 @@ import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -30,6 +31,7 @@ from bot.settings import Settings
 from bot.slack import errors
 from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog
+from bot.slack.followups import FollowUps, Sink, install
 from bot.slack.home import AppHome
 from bot.slack.listeners import register_listeners
 from bot.slack.messages import Audience
@@ -134,8 +136,11 @@ def _authorize_function(
     return authorize
 
 
-async def _count(body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> None:
-    metrics.INTERACTIONS.labels(payload_kind(body), "received").inc()
+async def _count(
+    body: dict[str, Any], req: AsyncBoltRequest, next: Callable[[], Awaitable[None]]
+) -> None:
+    if not req.lazy_only:  # a follow-up dispatched again in the worker was counted already
+        metrics.INTERACTIONS.labels(payload_kind(body), "received").inc()
     await next()
 
 
@@ -145,6 +150,7 @@ class Bot:
 
     app: AsyncApp
     services: Services
+    followups: FollowUps
     session: aiohttp.ClientSession | None = None
 
     async def aclose(self) -> None:
@@ -162,11 +168,18 @@ def build_bot(
     cse: CseClient,
     tokens: TokenProvider | None = None,
     clock: Callable[[], datetime] = utc_now,
+    sink: Sink | None = None,
+    worker: bool = False,
 ) -> Bot:
     """The whole Slack surface over the given store and CSE client.
 
     HTTP mode verifies Slack's request signature (always: no setting switches it off); in Socket
     Mode there is no HTTP endpoint for Slack requests, so there is nothing to sign.
+
+    Slack gets its answer as soon as a listener's ack function returns
+    (`process_before_response`); the lazy functions go to `sink` (the follow-up worker) when
+    given, else run here (bot.slack.followups). `worker` builds the app of the worker process
+    itself: its only requests are follow-ups its parent verified, read from a local pipe.
     """
     if settings.slack_bot_token is None:
         raise ValueError("SLACK_BOT_TOKEN is required to build the app")
@@ -174,20 +187,21 @@ def build_bot(
     signing_secret = (
         settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     )
-    if not settings.socket_mode and not signing_secret:
+    if not settings.socket_mode and not signing_secret and not worker:
         raise ValueError("SLACK_SIGNING_SECRET is required in HTTP mode")
     # One connection pool for every Slack call (slack_sdk opens a new one per call otherwise);
     # it can only be made inside a running event loop.
     session = _session()
+    followups = FollowUps(logging.getLogger("bot.bolt"), sink)
     app = AsyncApp(
         name="cse-backup-bot",
         client=web_client(settings, None, session),
         signing_secret=signing_secret or "",
-        request_verification_enabled=not settings.socket_mode,
+        request_verification_enabled=not settings.socket_mode and not worker,
         authorize=_authorize_function(
             BotAuthorization(web_client(settings, token, session), token)
         ),
-        process_before_response=False,
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
         logger=logging.getLogger("bot.bolt"),
     )
@@ -215,6 +229,7 @@ def build_bot(
         directory=directory,
         clock=clock,
         home=home,
+        followups=followups,
     )
 
     async def with_home(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
@@ -226,7 +241,8 @@ def build_bot(
     app.use(with_home)
     errors.register(app)
     register_listeners(app, services)
-    return Bot(app=app, services=services, session=session)
+    install(app, followups)  # last: it wraps the error handler registered above
+    return Bot(app=app, services=services, followups=followups, session=session)
 
 
 def build_app(

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the configuration and reach every dependency",
         description="Validate the configuration and reach Slack, Redis, IAM and CSE.",
     )
+    commands.add_parser(
+        "worker",
+        help="the follow-up worker process (`run` starts it; not for use on its own)",
+        description="The follow-up worker: `run` starts it and feeds it through its stdin.",
+    )
     preview = commands.add_parser(
         "preview",
         help="show when a cron schedule runs, as the bot shows it in Slack",
@@ -78,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _preview(args)
         if command == "check":
             return _check()
+        if command == "worker":
+            return _worker()
         return _run()
     except UsageError as exc:
         print(str(exc), file=sys.stderr)
@@ -191,6 +198,20 @@ def _run() -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
     return 0
+
+
+def _worker() -> int:
+    """The follow-up worker (started by `run` itself; its input is `run`'s pipe)."""
+    from bot.settings import ConfigError, load_settings
+
+    try:
+        settings = load_settings()
+        settings.require_for_run()
+    except ConfigError as exc:
+        _fail(f"cse-backup-bot worker: {exc}")
+    from bot.worker import main as worker_main
+
+    return worker_main(settings)
 
 
 def _check() -> int:

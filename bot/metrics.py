@@ -3,6 +3,8 @@ method names and Slack error codes, never user ids, channel ids or request ids."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import (
@@ -16,6 +18,7 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.metrics_core import Metric
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -130,5 +133,93 @@ class SlackApiErrors(AsyncRetryHandler):
         return False
 
 
+FOLLOWUPS = Counter(
+    "cse_backup_followups_total",
+    "Work after an acknowledgement (Bolt lazy functions), by where it ran: the follow-up "
+    "worker process, or this process (no worker, or the worker down or behind).",
+    ["where"],
+    registry=REGISTRY,
+)
+WORKER_RESTARTS = Counter(
+    "cse_backup_worker_restarts_total",
+    "Times the follow-up worker process exited unexpectedly and was started again.",
+    registry=REGISTRY,
+)
+
+# What the follow-up worker counts travels as samples: [family, sample name, labels, value].
+Sample = list[Any]
+
+
+def own_samples() -> list[Sample]:
+    """This process's counters and histograms (the bot's own, not the process collectors')."""
+    found: list[Sample] = []
+    for family in REGISTRY.collect():
+        if not family.name.startswith("cse_backup") or family.type not in _ADDED:
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                found.append([family.name, sample.name, dict(sample.labels), sample.value])
+    return found
+
+
+_ADDED = frozenset({"counter", "histogram"})
+
+
+class WorkerSamples:
+    """The follow-up worker's counts, added to this process's on /metrics. A worker that exits
+    (and is started again) keeps its counts in `_done`, so the sums never go back."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        self._current: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+
+    @staticmethod
+    def _keyed(samples: list[Sample]) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
+        keyed = {}
+        for family, name, labels, value in samples:
+            keyed[(str(family), str(name), tuple(sorted(labels.items())))] = float(value)
+        return keyed
+
+    def update(self, samples: list[Sample]) -> None:
+        self._current = self._keyed(samples)
+
+    def fold(self) -> None:
+        for key, value in self._current.items():
+            self._done[key] = self._done.get(key, 0.0) + value
+        self._current = {}
+
+    def totals(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
+        totals = dict(self._done)
+        for key, value in self._current.items():
+            totals[key] = totals.get(key, 0.0) + value
+        return totals
+
+
+WORKER = WorkerSamples()
+
+
+class _WithWorker:
+    """REGISTRY, with the worker's counts added sample by sample (for generate_latest)."""
+
+    def collect(self) -> Iterator[Metric]:
+        extra = WORKER.totals()
+        if not extra:
+            yield from REGISTRY.collect()
+            return
+        for family in REGISTRY.collect():
+            if family.type not in _ADDED:
+                yield family
+                continue
+            merged = Metric(family.name, family.documentation, family.type, family.unit)
+            mine = {k: v for k, v in extra.items() if k[0] == family.name}
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                value = sample.value + mine.pop(key, 0.0)
+                merged.add_sample(sample.name, sample.labels, value, sample.timestamp)
+            for (_, name, labels), value in mine.items():  # label sets only the worker has seen
+                merged.add_sample(name, dict(labels), value)
+            yield merged
+
+
 def render() -> tuple[bytes, str]:
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    return generate_latest(_WithWorker()), CONTENT_TYPE_LATEST  # type: ignore[arg-type]

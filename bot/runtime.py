@@ -3,8 +3,9 @@
 HTTP mode and Socket Mode both serve /healthz, /readyz and /metrics on PORT through aiohttp's
 production runner; HTTP mode also serves POST /slack/events. A background task expires overdue
 requests, marks stuck CSE calls unknown and sends reminders; it is safe on every replica at once.
-On SIGTERM the bot stops taking work, lets CSE calls under way finish (bounded), and closes its
-clients.
+With Redis, a follow-up worker process runs the work after each acknowledgement (bot.worker).
+On SIGTERM the bot stops taking work, lets CSE calls and follow-ups under way finish (bounded,
+the worker's too), and closes its clients.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.store import StoreUnavailable, open_store
 from bot.web import Readiness, build_web_app, record_ack
+from bot.worker import FollowUpWorker
 
 log = logging.getLogger("bot.runtime")
 
@@ -111,7 +113,11 @@ async def serve(settings: Settings) -> None:
         timeout=settings.cse_timeout,
         on_call=metrics.observe_cse_call,
     )
-    bot = build_bot(settings, store=store, cse=cse, tokens=tokens)
+    worker: FollowUpWorker | None = None
+    if settings.follow_up_worker and settings.redis_url is not None:
+        worker = FollowUpWorker()
+        await worker.start()
+    bot = build_bot(settings, store=store, cse=cse, tokens=tokens, sink=worker)
     flow = bot.services.flow
 
     handler: SocketHandler | None = None
@@ -163,7 +169,7 @@ async def serve(settings: Settings) -> None:
             connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await connecting
-        await shutdown(bot, handler, runner, readiness, sweeper, stop)
+        await shutdown(bot, handler, runner, readiness, sweeper, stop, worker)
         await bot.aclose()
         await cse.aclose()
         await tokens.aclose()
@@ -178,8 +184,10 @@ async def shutdown(
     readiness: Readiness,
     sweeper: asyncio.Task[None],
     stop: asyncio.Event,
+    worker: FollowUpWorker | None = None,
 ) -> None:
-    """Stop taking work, let CSE calls under way finish (bounded), then stop serving."""
+    """Stop taking work, let CSE calls and follow-ups under way finish (bounded, here and in the
+    worker), then stop serving."""
     stop.set()
     readiness.stopping = True
     flow = bot.services.flow
@@ -188,7 +196,11 @@ async def shutdown(
     if handler is not None:
         with contextlib.suppress(Exception):
             await handler.disconnect_async()  # type: ignore[no-untyped-call]
-    left = await flow.drain(timeout=bot.services.settings.cse_timeout + SHUTDOWN_GRACE)
+    grace = bot.services.settings.cse_timeout + SHUTDOWN_GRACE
+    if worker is not None:  # end of its input: it finishes what it has, then exits
+        await worker.stop(timeout=grace)
+    await bot.followups.drain(timeout=grace)
+    left = await flow.drain(timeout=grace)
     if left:
         log.error(
             "%d CSE call(s) did not finish before shutdown; the sweep of another replica (or "

@@ -52,6 +52,7 @@ EXAMPLES: dict[str, str] = {
     "APPROVAL_REMINDERS": "APPROVAL_REMINDERS=30m,2h (or 'off')",
     "REQUIRE_REASON": "REQUIRE_REASON=true",
     "BREAK_GLASS_USERS": "BREAK_GLASS_USERS=U012AB3CD,W0456EFGH",
+    "FOLLOW_UP_WORKER": "FOLLOW_UP_WORKER=false",
     "LOG_LEVEL": "LOG_LEVEL=INFO (DEBUG, INFO, WARNING, ERROR)",
     "LOG_FORMAT": "LOG_FORMAT=json (or console)",
 }
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     redis_prefix: str = "cse-backup"
+    follow_up_worker: bool = True
 
     cse_endpoint: str | None = None
     cse_auth_token: SecretStr | None = None

@@ -7,6 +7,7 @@ Every process is stopped by its own pid when the test ends, never by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -186,6 +187,7 @@ class BotProcess:
                 env=self.env,
                 stdout=log,
                 stderr=log,
+                start_new_session=True,
             )
         return self
 
@@ -269,8 +271,10 @@ class BotProcess:
         return self.process.wait(timeout)
 
     def kill(self) -> None:
+        """SIGKILL to the bot and its follow-up worker (their own process group)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
 

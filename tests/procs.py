@@ -7,6 +7,7 @@ Every process is stopped by its own pid (never by name) when the test ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -134,7 +135,15 @@ class BotProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL: the process dies at once, with no chance to finish anything."""
+        """SIGKILL to the bot and its follow-up worker (its own process group, as a container's
+        processes die together): nothing gets a chance to finish anything."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def kill_parent_only(self) -> None:
+        """SIGKILL to the serving process alone; its follow-up worker lives on."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
@@ -148,6 +157,8 @@ class BotProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # a worker left behind
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def bot_env(
@@ -194,6 +205,7 @@ async def start_bot(
             env=dict(env),
             stdout=log,
             stderr=log,
+            start_new_session=True,
         )
     bot = BotProcess(process, int(env["PORT"]), log_path)
     if wait:

@@ -169,6 +169,11 @@ class AppHome:
         # change the click made) shows it too: user -> (notice, monotonic deadline).
         self._notices: dict[str, tuple[str, float]] = {}
 
+    def __deepcopy__(self, memo: dict[int, object]) -> AppHome:
+        # Bolt deep-copies a request's context for its lazy listeners; the context holds this
+        # service (for the error handler), which is shared, never copied.
+        return self
+
     # --- building and publishing -------------------------------------------------------------
 
     async def _shared(self) -> _Shared:

@@ -12,6 +12,7 @@ from bot.flow import BackupFlow
 from bot.settings import Settings
 from bot.slack.directory import SlackDirectory
 from bot.slack.engines import EngineCatalog, EngineChoice
+from bot.slack.followups import FollowUps
 from bot.slack.form import FormInput, schedule_outcome
 from bot.slack.home import AppHome
 from bot.slack.previews import PreviewVersions
@@ -26,6 +27,7 @@ class Services:
     directory: SlackDirectory
     clock: Callable[[], datetime]
     home: AppHome
+    followups: FollowUps
     previews: PreviewVersions = field(default_factory=PreviewVersions)
 
     def form(

@@ -1,6 +1,8 @@
 """Button clicks: the quick-path confirmation, the approval message, the failure message.
 
 Who clicked is always `body["user"]["id"]`; a button's value only says which request or draft.
+Every click is acknowledged at once, empty; what it does runs after, as a lazy function (in the
+follow-up worker when there is one, see bot.slack.followups).
 """
 
 from __future__ import annotations
@@ -9,12 +11,12 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.flow import NeedsBreakGlassReason, PostFailed
-from bot.slack.errors import from_home, guarded
+from bot.slack.errors import from_home
+from bot.slack.followups import acknowledge, after_ack, in_place, later
 from bot.slack.ids import Action, Callback
 from bot.slack.messages import outcome_line, text_message
 from bot.slack.publisher import api_error
@@ -38,12 +40,8 @@ def _clicked(body: dict[str, Any]) -> tuple[str, str]:
 def register(app: AsyncApp, services: Services) -> None:
     flow = services.flow
 
-    @app.action(Action.REQUEST_APPROVAL)
-    @guarded
-    async def on_request_approval(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
-    ) -> None:
-        await ack()
+    @after_ack(app.action(Action.REQUEST_APPROVAL))
+    async def on_request_approval(body: dict[str, Any], client: AsyncWebClient) -> None:
         user, draft_id = _clicked(body)
         draft = await flow.get_draft(draft_id)
         request = await flow.submit(draft, user)
@@ -62,10 +60,8 @@ def register(app: AsyncApp, services: Services) -> None:
             client,
         )
 
-    @app.action(Action.EDIT_DRAFT)
-    @guarded
-    async def on_edit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.EDIT_DRAFT))
+    async def on_edit(body: dict[str, Any], client: AsyncWebClient) -> None:
         _, draft_id = _clicked(body)
         draft = await flow.get_draft(draft_id)
         view = services.form_from(draft)
@@ -74,20 +70,16 @@ def register(app: AsyncApp, services: Services) -> None:
         else:
             await client.views_open(trigger_id=body["trigger_id"], view=view)
 
-    @app.action(Action.DISCARD_DRAFT)
-    @guarded
-    async def on_discard(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.DISCARD_DRAFT))
+    async def on_discard(body: dict[str, Any], client: AsyncWebClient) -> None:
         _, draft_id = _clicked(body)
         await flow.store.delete_draft(draft_id)
         cancelled = text_message("Cancelled: nothing was stored or sent.")
         if not await replace_source(body, cancelled, client):
             await delete_source(body, client)
 
-    @app.action(Action.APPROVE)
-    @guarded
-    async def on_approve(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.APPROVE))
+    async def on_approve(body: dict[str, Any], client: AsyncWebClient) -> None:
         user, request_id = _clicked(body)
         try:
             await flow.approve(request_id, user)
@@ -107,10 +99,8 @@ def register(app: AsyncApp, services: Services) -> None:
                 ),
             )
 
-    @app.action(Action.REJECT)
-    @guarded
-    async def on_reject(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.REJECT))
+    async def on_reject(body: dict[str, Any], client: AsyncWebClient) -> None:
         user, request_id = _clicked(body)
         request = await flow.check_reject(request_id, user)
         required = services.settings.require_reason
@@ -126,10 +116,8 @@ def register(app: AsyncApp, services: Services) -> None:
             ),
         )
 
-    @app.action(Action.CANCEL_REQUEST)
-    @guarded
-    async def on_cancel(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.CANCEL_REQUEST))
+    async def on_cancel(body: dict[str, Any], client: AsyncWebClient) -> None:
         user, request_id = _clicked(body)
         request = await flow.cancel(request_id, user)
         if from_home(body):  # the tab is republished by the change; say it there too
@@ -137,34 +125,21 @@ def register(app: AsyncApp, services: Services) -> None:
         else:
             await ephemeral(body, client, text_message(outcome_line(request)))
 
-    @app.action(Action.EDIT_AND_RESUBMIT)
-    @guarded
-    async def on_resubmit(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.action(Action.EDIT_AND_RESUBMIT))
+    async def on_resubmit(body: dict[str, Any], client: AsyncWebClient) -> None:
         _, request_id = _clicked(body)
         request = await flow.get(request_id)
         await client.views_open(trigger_id=body["trigger_id"], view=services.form_from(request))
 
     # Inputs inside the form (a select changing, say) need nothing but an ack.
-    @app.action(Action.ENGINE)
-    @app.action(Action.CHANNEL)
-    @app.action(Action.RESERVE)
-    @app.action(Action.MAX_FILES)
-    @app.action(Action.REASON)
-    @guarded
-    async def on_input(ack: AsyncAck) -> None:
-        await ack()
+    for action in (Action.ENGINE, Action.CHANNEL, Action.RESERVE, Action.MAX_FILES, Action.REASON):
+        app.action(action)(acknowledge)
 
-    # The schedule inputs dispatch every change: the form comes back with the live preview.
-    @app.action(Action.SCHEDULE)
-    @app.action(Action.SCHEDULE_MODE)
-    @app.action(Action.SCHEDULE_DAYS)
-    @app.action(Action.SCHEDULE_TIME)
-    @guarded
-    async def on_schedule_change(
-        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient
-    ) -> None:
-        await ack()
+    # The schedule inputs dispatch every change: the form comes back with the live preview. In
+    # the process that acknowledges: the versions of the preview it keeps are in its memory,
+    # and the form's submission (acknowledged there too) reads them.
+    @in_place
+    async def on_schedule_change(body: dict[str, Any], client: AsyncWebClient) -> None:
         view = body.get("view") or {}
         if view.get("callback_id") != Callback.FORM or not view.get("id"):
             return
@@ -187,3 +162,11 @@ def register(app: AsyncApp, services: Services) -> None:
         landed = (response.get("view") or {}).get("hash")
         if landed:
             services.previews.landed(view["id"], str(landed))
+
+    for action in (
+        Action.SCHEDULE,
+        Action.SCHEDULE_MODE,
+        Action.SCHEDULE_DAYS,
+        Action.SCHEDULE_TIME,
+    ):
+        app.action(action)(ack=acknowledge, lazy=[later(on_schedule_change)])

@@ -3,7 +3,8 @@
 A sub-command's answer goes into the acknowledgement itself when it is ready within
 `ACK_BUDGET` (Slack shows the ack body as the same ephemeral message, and no second request is
 needed); otherwise the command is acknowledged at the budget and answered through its
-`response_url`. Paths that open a modal acknowledge first.
+`response_url`. Paths that open a modal acknowledge empty and open it in the lazy part
+(bot.slack.followups).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
@@ -23,7 +25,8 @@ from bot.core.schedule import ScheduleError, preview
 from bot.slack.blocks import Message
 from bot.slack.command_text import Command, parse_quick_args, split_command
 from bot.slack.engines import EngineChoice, EngineRefused
-from bot.slack.errors import UserError, guarded
+from bot.slack.errors import UserError, guarded, handle_error
+from bot.slack.followups import hand_off, later, only_if_handed
 from bot.slack.form import LABELS, Field, FormInput, validate
 from bot.slack.messages import (
     HistoryLine,
@@ -52,37 +55,81 @@ _HELP = text_message(USAGE)  # the same every time: built once
 # Slack waits 3 seconds for the ack: an answer not ready within this goes by response_url.
 ACK_BUDGET = 1.5
 
-AckFirst = Callable[[], Awaitable[None]]
-Reply = Message | None
+
+class OpenForm:
+    """The answer is the form (a modal): acknowledged empty, opened by the lazy part."""
+
+
+OPEN_FORM = OpenForm()
+Reply = Message | OpenForm | None
+Verb = Callable[[Services, Command, dict[str, Any]], Awaitable[Reply]]
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    # The command's name comes from the app manifest; every command sent to this app is ours.
-    @app.command(re.compile(r"^/.+"))
     @guarded
-    async def on_command(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        async def ack_first() -> None:
-            if ack.response is None:
-                await ack()
-
+    async def on_command(
+        ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
         command = split_command(str(body.get("text") or ""))
         handler = _VERBS.get(command.verb, _usage)
-        work = asyncio.ensure_future(handler(services, command, body, client, ack_first))
+        work = asyncio.ensure_future(handler(services, command, body))
         done, _ = await asyncio.wait({work}, timeout=ACK_BUDGET)
         if not done:
-            await ack_first()
-        try:
-            reply = await work
-        except Exception:
-            await ack_first()  # refusals and errors are answered as ever, by the error handler
-            raise
-        if ack.response is None:
-            if reply is None:
-                await ack()
-            else:
-                await ack(response_type="ephemeral", **reply.payload())
+            await ack()
+            services.followups.track(_answer_later(services, work, body, client, context))
+            return
+        reply = work.result()  # a refusal raises here: the error handler answers in the ack
+        if isinstance(reply, OpenForm):
+            hand_off(context, open_form=True)
+            await ack()
+        elif reply is None:
+            await ack()
+        else:
+            await ack(response_type="ephemeral", **reply.payload())
+
+    @only_if_handed("open_form")
+    async def open_form(body: dict[str, Any], client: AsyncWebClient) -> None:
+        await _open_form(services, body, client)
+
+    # The command's name comes from the app manifest; every command sent to this app is ours.
+    app.command(re.compile(r"^/.+"))(ack=on_command, lazy=[later(open_form)])
+
+
+async def _answer_later(
+    services: Services,
+    work: asyncio.Future[Reply],
+    body: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    """A sub-command slower than ACK_BUDGET: its answer (or refusal) through the response_url."""
+    try:
+        reply = await work
+        if isinstance(reply, OpenForm):
+            await _open_form(services, body, client)
         elif reply is not None:
             await ephemeral(body, client, reply)
+    except Exception as error:
+        await handle_error(error, body, None, client, context)
+
+
+async def _open_form(services: Services, body: dict[str, Any], client: AsyncWebClient) -> None:
+    """The form for `/cse-backup create`, prefilled with the values the command gave."""
+    args = parse_quick_args(split_command(str(body.get("text") or "")).rest)
+    given = None if args.empty else _given(args.values)
+    engine = await _engine_choice(services, given.engine) if given else None
+    view = services.form(str(body["channel_id"]), given, engine)
+    await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+
+def _given(values: dict[str, str]) -> FormInput:
+    return FormInput(
+        engine=values.get("engine"),
+        schedule=values.get("schedule"),
+        reserve=values.get("reserve"),
+        max_files=values.get("max_files"),
+        reason=values.get("reason"),
+    )
 
 
 async def _check_channel(services: Services, body: dict[str, Any]) -> None:
@@ -96,10 +143,8 @@ async def _usage(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
-    del services, body, client, ack_first
+    del services, body
     prefix = ""
     if command.verb and command.verb != "help":
         shown = command.verb[:30].replace("`", "ˋ")
@@ -115,8 +160,6 @@ async def _create(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
     await _check_channel(services, body)
     user, channel = str(body["user_id"]), str(body["channel_id"])
@@ -126,16 +169,8 @@ async def _create(
         raise UserError(decision.message)
     args = parse_quick_args(command.rest)
     if args.empty:
-        await ack_first()
-        await client.views_open(trigger_id=body["trigger_id"], view=services.form(channel))
-        return None
-    given = FormInput(
-        engine=args.values.get("engine"),
-        schedule=args.values.get("schedule"),
-        reserve=args.values.get("reserve"),
-        max_files=args.values.get("max_files"),
-        reason=args.values.get("reason"),
-    )
+        return OPEN_FORM
+    given = _given(args.values)
     now = services.clock()
     result = await validate(
         given,
@@ -152,12 +187,7 @@ async def _create(
     if result.values is None or not given.complete(
         require_reason=services.settings.require_reason
     ):  # some values missing: the form, prefilled with what was given
-        engine = await _engine_choice(services, given.engine)
-        await ack_first()
-        await client.views_open(
-            trigger_id=body["trigger_id"], view=services.form(channel, given, engine)
-        )
-        return None
+        return OPEN_FORM
     values = result.values
     draft = values.draft(user=user, channel=channel, now=now)
     await services.flow.save_draft(draft)
@@ -178,8 +208,6 @@ async def _preview(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
     await _check_channel(services, body)
     if not command.rest:
@@ -196,10 +224,8 @@ async def _list(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
-    del command, client, ack_first
+    del command
     await _check_channel(services, body)
     requests = await services.flow.store.list_channel(str(body["channel_id"]), limit=30)
     pending = [r for r in requests if r.state is State.PENDING]
@@ -221,8 +247,6 @@ async def _status(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
     await _check_channel(services, body)
     request = await services.flow.get(_request_id(command, "status"))
@@ -244,15 +268,13 @@ async def _cancel(
     services: Services,
     command: Command,
     body: dict[str, Any],
-    client: AsyncWebClient,
-    ack_first: AckFirst,
 ) -> Reply:
     await _check_channel(services, body)
     request = await services.flow.cancel(_request_id(command, "cancel"), str(body["user_id"]))
     return text_message(f"Request `{request.id}` is cancelled; nothing was sent to CSE.")
 
 
-_VERBS = {
+_VERBS: dict[str, Verb] = {
     "create": _create,
     "new": _create,
     "preview": _preview,

@@ -6,13 +6,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.slack.errors import guarded
+from bot.slack.followups import after_ack
 from bot.slack.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    @app.event("app_home_opened")
-    @guarded
+    @after_ack(app.event("app_home_opened"))
     async def on_home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":
             return

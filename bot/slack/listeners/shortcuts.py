@@ -6,20 +6,18 @@ from dataclasses import replace
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
-from bot.slack.errors import UserError, guarded
+from bot.slack.errors import UserError
+from bot.slack.followups import after_ack
 from bot.slack.ids import Callback
 from bot.slack.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:
-    @app.shortcut(Callback.SHORTCUT_CREATE)
-    @guarded
-    async def on_create(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
+    @after_ack(app.shortcut(Callback.SHORTCUT_CREATE))
+    async def on_create(body: dict[str, Any], client: AsyncWebClient) -> None:
         user = str(body["user"]["id"])
         # The channel is chosen in the form (and checked on submit); the requester rule now.
         policy = replace(services.flow.policy, allowed_channels=frozenset())

@@ -1,7 +1,9 @@
 """Modal submissions: the form, its confirmation, the reject and break-glass reasons.
 
 Whatever can fail in a way the person must see in the modal (bad values, the store down, a
-refusal) happens before `ack`, so the error handler can still answer in the modal itself.
+refusal) happens in the ack function, so the error handler can still answer in the modal itself;
+what follows the answer (posting the approval message, the decision itself) is a lazy function
+(bot.slack.followups).
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import decide_create
+from bot.core.requests import BackupRequest
 from bot.flow import PostFailed
 from bot.slack.errors import FieldErrors, guarded
+from bot.slack.followups import acknowledge, hand_off, handed, later, only_if_handed
 from bot.slack.form import MAX_REASON, validate
 from bot.slack.ids import Block, Callback
 from bot.slack.publisher import api_error
@@ -71,16 +76,16 @@ def register(app: AsyncApp, services: Services) -> None:
         await _over_a_newer_preview(client, services, view, confirm)
         await ack(response_action="update", view=confirm)
 
-    @app.view(Callback.CONFIRM)
     @guarded
-    async def on_confirm(
-        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], client: AsyncWebClient
+    async def confirm(
+        ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
     ) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
         draft = await services.flow.get_draft(meta.draft or "")
         request = await services.flow.submit(draft, user)
         where = services.settings.approval_channel or request.channel
+        hand_off(context, request=request.model_dump(mode="json"))
         await ack(
             response_action="update",
             view=notice_view(
@@ -89,6 +94,12 @@ def register(app: AsyncApp, services: Services) -> None:
                 f"<#{where}>. Nothing is sent to CSE before that.",
             ),
         )
+
+    @only_if_handed("request")
+    async def announce(
+        view: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ) -> None:
+        request = BackupRequest.model_validate(handed(context)["request"])
         try:
             await services.flow.announce(request)
         except PostFailed as exc:
@@ -98,37 +109,46 @@ def register(app: AsyncApp, services: Services) -> None:
                 view=notice_view("Not sent", f"{exc}\nRequest `{request.id}` was withdrawn."),
             )
 
-    @app.view(Callback.REJECT)
-    @guarded
-    async def on_reject(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user = str(body["user"]["id"])
+    app.view(Callback.CONFIRM)(ack=confirm, lazy=[later(announce)])
+
+    def _decision(body: dict[str, Any], view: dict[str, Any]) -> tuple[str, str, str]:
+        """(who, which request, the reason given)."""
         meta = ViewMeta.load(view.get("private_metadata"))
         reason = (submitted_values(view).get(Block.DECISION_REASON) or "").strip()
+        return str(body["user"]["id"]), meta.request or "", reason
+
+    @guarded
+    async def check_reject(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user, request_id, reason = _decision(body, view)
         if services.settings.require_reason and not reason:
             raise FieldErrors({Block.DECISION_REASON.value: "Say why you reject it."})
         _check_length(reason)
-        await services.flow.check_reject(meta.request or "", user)
+        await services.flow.check_reject(request_id, user)
         await ack(response_action="clear")
-        await services.flow.reject(meta.request or "", user, reason)
 
-    @app.view(Callback.BREAK_GLASS)
+    async def reject(body: dict[str, Any], view: dict[str, Any]) -> None:
+        user, request_id, reason = _decision(body, view)
+        await services.flow.reject(request_id, user, reason)
+
+    app.view(Callback.REJECT)(ack=check_reject, lazy=[later(reject)])
+
     @guarded
-    async def on_break_glass(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user = str(body["user"]["id"])
-        meta = ViewMeta.load(view.get("private_metadata"))
-        reason = (submitted_values(view).get(Block.DECISION_REASON) or "").strip()
+    async def check_break_glass(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        _, _, reason = _decision(body, view)
         if not reason:
             raise FieldErrors(
                 {Block.DECISION_REASON.value: "A break-glass approval needs a reason."}
             )
         _check_length(reason)
         await ack(response_action="clear")
-        await services.flow.approve(meta.request or "", user, reason)
 
-    @app.view(Callback.NOTICE)
-    @guarded
-    async def on_notice(ack: AsyncAck) -> None:
-        await ack()
+    async def break_glass(body: dict[str, Any], view: dict[str, Any]) -> None:
+        user, request_id, reason = _decision(body, view)
+        await services.flow.approve(request_id, user, reason)
+
+    app.view(Callback.BREAK_GLASS)(ack=check_break_glass, lazy=[later(break_glass)])
+
+    app.view(Callback.NOTICE)(acknowledge)
 
 
 async def _over_a_newer_preview(

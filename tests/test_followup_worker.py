@@ -1,0 +1,227 @@
+"""The follow-up worker: the work after each acknowledgement runs in a child process.
+
+Real processes throughout: `python -m bot run` with Redis starts its worker; the fakes stand in
+for Slack and CSE. What is checked: the flow's follow-ups really run in the worker; a worker that
+dies loses no click it had not started, and comes back; a serving process killed alone leaves the
+worker to finish the CSE call under way; without the worker everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.core.requests import State
+from bot.slack.followups import HANDOFF, decode, encode
+from bot.worker import FollowUpWorker
+from tests.fakes.cse_server import FakeCse
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.slack_driver import SlackDriver
+from tests.ops_support import BotProcess, value
+from tests.slack_harness import (
+    ALICE,
+    BOB,
+    BOT_TOKEN,
+    CAROL,
+    CHANNEL,
+    SIGNING_SECRET,
+    approval_request_id,
+    drop_prefix,
+)
+from tests.test_operations import World, request_approval, wait_state
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    fake = FakeSlack(bot_token=BOT_TOKEN)
+    for user in (ALICE, BOB, CAROL):
+        fake.add_user(user)
+    fake.start()
+    cse = FakeCse().start()
+    world = World(fake, cse, f"test-{uuid.uuid4().hex[:8]}", tmp_path)
+    try:
+        yield world
+    finally:
+        for bot in world.bots:
+            bot.kill()
+        await drop_prefix(world.prefix)
+        cse.stop()
+        fake.stop()
+
+
+def _worker_pids(bot: BotProcess) -> list[int]:
+    """The pids of the follow-up workers the bot started, in order (from its log)."""
+    return [
+        int(e["message"].split("pid ")[1].rstrip(")"))
+        for e in bot.log_entries()
+        if e.get("event") == "worker" and "pid" in e.get("message", "")
+    ]
+
+
+async def _metric(bot: BotProcess, name: str, at_least: float, **labels: str) -> float:
+    """A counter once it reaches `at_least` (the worker reports its counts every second)."""
+    for _ in range(100):
+        found = value(await bot.metrics(), name, **labels)
+        if found >= at_least:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name}{labels} never reached {at_least}")
+
+
+async def test_the_flow_after_each_ack_runs_in_the_worker(world: World) -> None:
+    bot = world.bot()
+    await bot.wait_ready()
+    pids = _worker_pids(bot)
+    assert len(pids) == 1 and pids[0] != bot.process.pid  # type: ignore[union-attr]
+    async with SlackDriver(bot.url, SIGNING_SECRET, world.fake) as driver:
+        approval = await request_approval(driver, world.fake)
+        await driver.click(BOB, "Approve", message=approval)
+        await driver.wait_for_message("Backup policy created", channel=CHANNEL)
+    # Request approval and Approve each went to the worker; nothing ran in the serving process.
+    assert await _metric(bot, "cse_backup_followups_total", 2, where="worker") >= 2
+    samples = await bot.metrics()
+    assert value(samples, "cse_backup_followups_total", where="here") == 0
+    # The worker's own counts reach /metrics: the claim and the CSE call were made there.
+    assert await _metric(bot, "cse_backup_approvals_total", 1, outcome="claimed") == 1
+    assert len(world.cse.create_requests()) == 1
+    assert bot.terminate() == 0
+
+
+async def test_a_dead_worker_loses_no_click_and_comes_back(world: World) -> None:
+    bot = world.bot()
+    await bot.wait_ready()
+    async with SlackDriver(bot.url, SIGNING_SECRET, world.fake) as driver:
+        first = await request_approval(driver, world.fake)
+        [pid] = _worker_pids(bot)
+        os.kill(pid, signal.SIGKILL)
+        # Clicked while the worker is down: the serving process does it itself.
+        await driver.click(BOB, "Approve", message=first)
+        await wait_state(world.prefix, approval_request_id(first), State.CREATED)
+        for _ in range(100):  # started again after a second
+            if len(_worker_pids(bot)) == 2:
+                break
+            await asyncio.sleep(0.1)
+        pids = _worker_pids(bot)
+        assert len(pids) == 2 and pids[1] != pid
+        second = await request_approval(driver, world.fake)
+        await driver.click(CAROL, "Approve", message=second)
+        await wait_state(world.prefix, approval_request_id(second), State.CREATED)
+    samples = await bot.metrics()
+    assert value(samples, "cse_backup_worker_restarts_total") == 1
+    assert value(samples, "cse_backup_followups_total", where="here") >= 1
+    exits = [e for e in bot.log_entries() if e.get("event") == "worker.exit"]
+    assert len(exits) == 1 and exits[0]["level"] == "ERROR"
+    assert len(world.cse.create_requests()) == 2
+    assert bot.terminate() == 0
+
+
+async def test_the_worker_finishes_the_call_when_the_serving_process_dies(world: World) -> None:
+    bot = world.bot()
+    await bot.wait_ready()
+    async with SlackDriver(bot.url, SIGNING_SECRET, world.fake) as driver:
+        approval = await request_approval(driver, world.fake)
+        world.cse.delay = 2.0
+        await driver.click(BOB, "Approve", message=approval)
+        for _ in range(100):
+            if world.cse.create_requests():
+                break
+            await asyncio.sleep(0.05)
+        assert len(world.cse.create_requests()) == 1
+        [pid] = _worker_pids(bot)
+        assert bot.process is not None
+        bot.process.send_signal(signal.SIGKILL)  # the serving process alone
+        bot.process.wait(10)
+        # Its input closed, the worker lets the call end, records it, says so, and exits.
+        await wait_state(world.prefix, approval_request_id(approval), State.CREATED)
+        await driver.wait_for_message("Backup policy created", channel=CHANNEL)
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the worker outlived its work")
+
+
+async def test_without_the_worker_everything_runs_in_one_process(world: World) -> None:
+    bot = world.bot(FOLLOW_UP_WORKER="false")
+    await bot.wait_ready()
+    assert _worker_pids(bot) == []
+    async with SlackDriver(bot.url, SIGNING_SECRET, world.fake) as driver:
+        approval = await request_approval(driver, world.fake)
+        await driver.click(BOB, "Approve", message=approval)
+        await driver.wait_for_message("Backup policy created", channel=CHANNEL)
+    samples = await bot.metrics()
+    assert value(samples, "cse_backup_followups_total", where="here") >= 2
+    assert value(samples, "cse_backup_followups_total", where="worker") == 0
+    assert value(samples, "cse_backup_approvals_total", outcome="claimed") == 1
+    assert bot.terminate() == 0
+
+
+# --- the parts, without the bot -----------------------------------------------------------------
+
+
+def test_a_lazy_request_crosses_to_the_worker_unchanged() -> None:
+    body = "payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U1%22%7D%7D"
+    request = AsyncBoltRequest(
+        body=body,
+        headers={"content-type": "application/x-www-form-urlencoded", "x-slack-signature": "v0=1"},
+        context={HANDOFF: {"request": {"id": "bkp-abc123"}}},
+    )
+    request.lazy_only = True
+    request.lazy_function_name = "on_approve"
+    again = decode(encode(request))
+    assert again.raw_body == body
+    assert again.body == request.body
+    assert again.lazy_only and again.lazy_function_name == "on_approve"
+    assert again.context[HANDOFF] == {"request": {"id": "bkp-abc123"}}
+    assert "x-slack-signature" not in again.headers  # only what dispatching needs travels
+
+
+async def test_follow_ups_a_dying_worker_never_started_run_here() -> None:
+    # A "worker" that reads one frame, never says it started it, and dies.
+    worker = FollowUpWorker([sys.executable, "-c", "import sys; sys.stdin.readline(); sys.exit(3)"])
+    await worker.start()
+    ran: list[str] = []
+    assert worker.send(b'{"lazy": "a"}\n', lambda: ran.append("a"))
+    assert worker.send(b'{"lazy": "b"}\n', lambda: ran.append("b"))
+    for _ in range(100):
+        if len(ran) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(ran) == ["a", "b"]
+    assert not worker.running  # down: new work is refused (it then runs in the caller)
+    assert not worker.send(b'{"lazy": "c"}\n', lambda: ran.append("c"))
+    await worker.stop(timeout=5)
+
+
+async def test_follow_ups_the_worker_started_are_not_run_twice() -> None:
+    # A "worker" that says it started the first frame, then dies.
+    script = (
+        "import sys\n"
+        "line = sys.stdin.readline()\n"
+        "sys.stdout.write('{\"started\": ' + line.split(' ')[0] + '}\\n'); sys.stdout.flush()\n"
+        "sys.stdin.readline(); sys.exit(3)\n"
+    )
+    worker = FollowUpWorker([sys.executable, "-c", script])
+    await worker.start()
+    ran: list[str] = []
+    assert worker.send(b'{"lazy": "a"}\n', lambda: ran.append("a"))
+    await asyncio.sleep(0.3)
+    assert worker.send(b'{"lazy": "b"}\n', lambda: ran.append("b"))
+    for _ in range(100):
+        if ran:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    assert ran == ["b"]
+    await worker.stop(timeout=5)
