@@ -35,7 +35,7 @@ from bot.settings import Settings
 log = logging.getLogger("bot.worker")
 
 # The worker's CPU priority below the serving process (nice(2) steps): acknowledgements first.
-NICE = 5
+NICE = 10
 RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 30.0)
 # A worker this far behind (bytes not yet read from its stdin) gets no more work: it runs here.
 MAX_BACKLOG = 16 * 1024 * 1024

@@ -313,8 +313,8 @@ async def test_a_command_claiming_another_user_acts_as_the_sender() -> None:
             body, {"Content-Type": "application/x-www-form-urlencoded", **h.driver.sign(body)}
         )
         assert response.status_code == 200
-        # The refusal is the acknowledgement's ephemeral body, shown to the sender as Slack would.
-        h.fake.show_ack(fields["response_url"], response.json())
+        if response.content.strip():  # an answer in the ack is shown to the sender, as by Slack
+            h.fake.show_ack(fields["response_url"], response.json())
         await _refused(h, MALLORY, "can cancel it")
         assert (await h.store.get(request_id)).state is State.PENDING  # type: ignore[union-attr]
 

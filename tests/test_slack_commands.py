@@ -182,7 +182,9 @@ async def test_list_and_status_and_cancel() -> None:
         assert "Cancelled" in approval.all_text
 
         await h.driver.command(BOB, CHANNEL, f"status {request_id}")
-        status = await h.driver.wait_for_ephemeral(BOB, "History")
+        # (The answer comes after the ack: wait for the status itself, not the list's "history".)
+        status = await h.driver.wait_for_ephemeral(BOB, f"Backup policy request {request_id}")
+        assert "History" in status.all_text
         assert "pending" in status.all_text and "cancelled" in status.all_text
 
         await h.driver.command(BOB, CHANNEL, "list")

@@ -1,10 +1,11 @@
 """`/cse-backup` and its sub-commands (CONTRACT §4).
 
-A sub-command's answer goes into the acknowledgement itself when it is ready within
-`ACK_BUDGET` (Slack shows the ack body as the same ephemeral message, and no second request is
-needed); otherwise the command is acknowledged at the budget and answered through its
-`response_url`. Paths that open a modal acknowledge empty and open it in the lazy part
-(bot.slack.followups).
+`help` and `preview` are answered in the acknowledgement itself (Slack shows the ack body as the
+same ephemeral message; no second request is needed), unless that takes longer than
+`ACK_BUDGET`, when the answer goes through the `response_url`. The sub-commands that use the
+store (`create`, `list`, `status`, `cancel`) are acknowledged empty at once and answered by the
+lazy part, in the follow-up worker when there is one (bot.slack.followups): through the
+`response_url`, or by opening the form.
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def register(app: AsyncApp, services: Services) -> None:
         ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
     ) -> None:
         command = split_command(str(body.get("text") or ""))
-        handler = _VERBS.get(command.verb, _usage)
+        if command.verb in _FROM_THE_STORE:
+            # Its answer needs the store (and `create` may open the form): the lazy part gives
+            # it, through the response_url, in the follow-up worker.
+            hand_off(context, answer=True)
+            await ack()
+            return
+        handler = _IN_THE_ACK.get(command.verb, _usage)
         work = asyncio.ensure_future(handler(services, command, body))
         done, _ = await asyncio.wait({work}, timeout=ACK_BUDGET)
         if not done:
@@ -79,20 +86,29 @@ def register(app: AsyncApp, services: Services) -> None:
             services.followups.track(_answer_later(services, work, body, client, context))
             return
         reply = work.result()  # a refusal raises here: the error handler answers in the ack
-        if isinstance(reply, OpenForm):
-            hand_off(context, open_form=True)
-            await ack()
-        elif reply is None:
-            await ack()
-        else:
+        if isinstance(reply, Message):
             await ack(response_type="ephemeral", **reply.payload())
+        else:
+            await ack()
 
-    @only_if_handed("open_form")
-    async def open_form(body: dict[str, Any], client: AsyncWebClient) -> None:
-        await _open_form(services, body, client)
+    @only_if_handed("answer")
+    async def answer(body: dict[str, Any], client: AsyncWebClient) -> None:
+        command = split_command(str(body.get("text") or ""))
+        reply = await _FROM_THE_STORE[command.verb](services, command, body)
+        await _give(services, reply, body, client)
 
     # The command's name comes from the app manifest; every command sent to this app is ours.
-    app.command(re.compile(r"^/.+"))(ack=on_command, lazy=[later(open_form)])
+    app.command(re.compile(r"^/.+"))(ack=on_command, lazy=[later(answer)])
+
+
+async def _give(
+    services: Services, reply: Reply, body: dict[str, Any], client: AsyncWebClient
+) -> None:
+    """An answer given after the ack: the form opened, or an ephemeral by the response_url."""
+    if isinstance(reply, OpenForm):
+        await _open_form(services, body, client)
+    elif reply is not None:
+        await ephemeral(body, client, reply)
 
 
 async def _answer_later(
@@ -104,11 +120,7 @@ async def _answer_later(
 ) -> None:
     """A sub-command slower than ACK_BUDGET: its answer (or refusal) through the response_url."""
     try:
-        reply = await work
-        if isinstance(reply, OpenForm):
-            await _open_form(services, body, client)
-        elif reply is not None:
-            await ephemeral(body, client, reply)
+        await _give(services, await work, body, client)
     except Exception as error:
         await handle_error(error, body, None, client, context)
 
@@ -274,10 +286,12 @@ async def _cancel(
     return text_message(f"Request `{request.id}` is cancelled; nothing was sent to CSE.")
 
 
-_VERBS: dict[str, Verb] = {
+# Answered in the acknowledgement: pure computation, ready in well under a millisecond.
+_IN_THE_ACK: dict[str, Verb] = {"preview": _preview, "help": _usage}
+# Answered after it, by the lazy part: they read or write the store.
+_FROM_THE_STORE: dict[str, Verb] = {
     "create": _create,
     "new": _create,
-    "preview": _preview,
     "list": _list,
     "status": _status,
     "cancel": _cancel,
