@@ -106,9 +106,11 @@ async def interleaved(
     bare_payloads: Sequence[Payload],
     concurrency: int,
     rounds: int,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> Interleaved:
     """Alternate blocks of requests to the bot and to the bare app (never both at once), so
-    both meet the same machine over the same minutes."""
+    both meet the same machine over the same minutes. `settle` runs after each block: what a
+    block set off (the bot's replies after its acks) then never lands in the next one."""
     result = Interleaved()
     rounds = max(1, min(rounds, len(bot_payloads), len(bare_payloads)))
     for index in range(rounds):
@@ -123,6 +125,8 @@ async def interleaved(
                 result.bot_wall += wall
             else:
                 result.bare_wall += wall
+            if settle is not None:
+                await settle()
     return result
 
 

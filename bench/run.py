@@ -352,7 +352,9 @@ class Bench:
                     profile = self.profiling(pid, f"ack-{kind}-c{concurrency}")
                     meter = CpuMeter(self.watched())
                     with profile if concurrency == 32 else contextlib.nullcontext():
-                        done = await interleaved(bot, chunk, bare, chunk, concurrency, opts.rounds)
+                        done = await interleaved(
+                            bot, chunk, bare, chunk, concurrency, opts.rounds, self.quiet
+                        )
                     await self.quiet()
                     used = meter.used()
                 self.results.ack.append(
