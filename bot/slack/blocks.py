@@ -1,4 +1,11 @@
-"""Small Block Kit pieces shared by the messages and the views (typed `slack_sdk.models`).
+"""Small Block Kit pieces shared by the messages and the views, built as plain dicts.
+
+Each builder returns the JSON Slack receives, exactly as `slack_sdk.models` would write it
+(`tests/test_blocks_plain.py` holds them to that): an attribute that is None or empty is left out,
+`plain_text` carries `"emoji": true` where the bot sets it. Building the dicts directly costs a
+fraction of making model objects and calling `to_dict()` (which validates every object again), on
+the path that must answer Slack within 3 seconds. Nothing here validates: texts are clipped to
+Slack's limits with `clip`, and every other value is the bot's own (ids, fixed labels).
 
 User-typed text is escaped by the callers' use of `escape`/`code`; everything here that takes
 `mrkdwn` takes it already safe.
@@ -11,21 +18,14 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    Block,
-    ButtonElement,
-    ContextBlock,
-    HeaderBlock,
-    MarkdownTextObject,
-    PlainTextObject,
-    SectionBlock,
-)
-
 from bot.slack.escape import code, escape
 
 SECTION_LIMIT = 3000
 FIELD_LIMIT = 2000
+HEADER_LIMIT = 150
+
+Json = dict[str, Any]
+"""One Block Kit object (a block, an element, a text object, a view) as Slack's JSON."""
 
 
 @dataclass(frozen=True)
@@ -33,48 +33,63 @@ class Message:
     """A message as sent: `text` is the notification / fallback line, `blocks` what is shown."""
 
     text: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
+    blocks: list[Json] = field(default_factory=list)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> Json:
         return {"text": self.text, "blocks": self.blocks}
-
-
-def dump(blocks: list[Block]) -> list[dict[str, Any]]:
-    return [block.to_dict() for block in blocks]
 
 
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def md(text: str) -> MarkdownTextObject:
-    return MarkdownTextObject(text=clip(text, SECTION_LIMIT))
+def plain(text: str, *, emoji: bool = True) -> Json:
+    """A `plain_text` object; `emoji=False` leaves the key out (slack_sdk's unset `emoji`)."""
+    if not text:  # slack_sdk leaves an empty text out
+        return {"type": "plain_text", "emoji": True} if emoji else {"type": "plain_text"}
+    if emoji:
+        return {"type": "plain_text", "text": text, "emoji": True}
+    return {"type": "plain_text", "text": text}
 
 
-def section(text: str) -> SectionBlock:
-    return SectionBlock(text=md(text))
+def mrkdwn(text: str) -> Json:
+    """A `mrkdwn` object of `text` as given (`md` clips it to a section's limit)."""
+    return {"type": "mrkdwn", "text": text} if text else {"type": "mrkdwn"}
 
 
-def fields_section(fields: list[str]) -> SectionBlock:
-    return SectionBlock(fields=[MarkdownTextObject(text=clip(f, FIELD_LIMIT)) for f in fields[:10]])
+def md(text: str) -> Json:
+    return mrkdwn(clip(text, SECTION_LIMIT))
 
 
-def header(text: str) -> HeaderBlock:
-    return HeaderBlock(text=PlainTextObject(text=clip(text, 150), emoji=True))
+def section(text: str) -> Json:
+    return {"type": "section", "text": md(text)}
 
 
-def context(*lines: str) -> ContextBlock:
-    return ContextBlock(elements=[md(clip(line, SECTION_LIMIT)) for line in lines[:10]])
+def fields_section(fields: list[str]) -> Json:
+    return {"type": "section", "fields": [mrkdwn(clip(f, FIELD_LIMIT)) for f in fields[:10]]}
 
 
-def button(text: str, action_id: str, value: str, style: str | None = None) -> ButtonElement:
-    return ButtonElement(
-        text=PlainTextObject(text=text, emoji=True), action_id=action_id, value=value, style=style
-    )
+def header(text: str) -> Json:
+    return {"type": "header", "text": plain(clip(text, HEADER_LIMIT))}
 
 
-def actions(block_id: str, *elements: ButtonElement) -> ActionsBlock:
-    return ActionsBlock(block_id=block_id, elements=list(elements))
+def context(*lines: str) -> Json:
+    return {"type": "context", "elements": [md(line) for line in lines[:10]]}
+
+
+def divider() -> Json:
+    return {"type": "divider"}
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None) -> Json:
+    element: Json = {"type": "button", "text": plain(text), "action_id": action_id, "value": value}
+    if style is not None:
+        element["style"] = style
+    return element
+
+
+def actions(block_id: str, *elements: Json) -> Json:
+    return {"type": "actions", "block_id": block_id, "elements": list(elements)}
 
 
 # --- time ----------------------------------------------------------------------------------------
@@ -112,12 +127,12 @@ def preview_blocks(
     runs: list[datetime],
     warnings: list[str],
     user_zone: ZoneInfo | None = None,
-) -> list[Block]:
+) -> list[Json]:
     """The schedule preview people see before anything is stored or approved."""
     other = user_zone is not None and user_zone.key != zone.key
     title = f"*Next {len(runs)} runs* ({escape(zone.key)}"
     title += f"; your time zone is {escape(user_zone.key)})" if other and user_zone else ")"
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         section(f"*Schedule (cron)* {code(expression)}\n{escape(description)}"),
         section(title + "\n" + "\n".join(run_lines(runs, zone, user_zone))),
     ]

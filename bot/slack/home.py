@@ -26,13 +26,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk.models.blocks import Block, DividerBlock, SectionBlock
-from slack_sdk.models.views import View
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.core.approval import Policy, decide_approve, mention
 from bot.core.requests import BackupRequest, State
-from bot.slack.blocks import actions, button, context, header, md, section, slack_date
+from bot.slack.blocks import (
+    Json,
+    actions,
+    button,
+    context,
+    divider,
+    header,
+    section,
+    slack_date,
+)
 from bot.slack.escape import code, escape
 from bot.slack.ids import Action
 from bot.slack.messages import request_line
@@ -102,9 +109,9 @@ def home_view(
     """The Home tab. `notice` (mrkdwn, already safe) is shown on top: the answer to a click
     made in the tab, since an ephemeral message would land in a channel the viewer is not
     looking at."""
-    blocks: list[Block] = []
+    blocks: list[Json] = []
     if notice:
-        blocks += [section(notice), DividerBlock()]
+        blocks += [section(notice), divider()]
     blocks.append(header("Waiting for your approval"))
     if not waiting:
         blocks.append(section("_Nothing waits for you._"))
@@ -122,22 +129,22 @@ def home_view(
             context(f"{len(waiting) - MAX_WAITING} more wait; the oldest expire first above.")
         )
 
-    blocks += [DividerBlock(), header("Your requests")]
+    blocks += [divider(), header("Your requests")]
     if not mine:
         blocks.append(section("_None yet: `/cse-backup create` asks for a backup policy._"))
     for request in mine[:MAX_MINE]:
-        block = SectionBlock(text=md(request_line(request)))
+        block = section(request_line(request))
         if request.state is State.PENDING:
-            block.accessory = button("Cancel", Action.CANCEL_REQUEST, request.id)
+            block["accessory"] = button("Cancel", Action.CANCEL_REQUEST, request.id)
         blocks.append(block)
 
-    blocks += [DividerBlock(), header("Recently created policies")]
+    blocks += [divider(), header("Recently created policies")]
     if not created:
         blocks.append(section("_No policy created yet._"))
     else:
         blocks.append(section("\n".join(_created_line(r) for r in created[:MAX_CREATED])))
     blocks.append(context("`/cse-backup help` lists every command."))
-    return dict(View(type="home", blocks=blocks[:MAX_BLOCKS]).to_dict())
+    return {"type": "home", "blocks": blocks[:MAX_BLOCKS]}
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,16 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from slack_sdk.models.blocks import Block, DividerBlock
-
 from bot.core.approval import mention
 from bot.core.requests import BackupRequest, Draft, State
 from bot.core.schedule import Preview, describe, lint, next_runs, parse_schedule
 from bot.slack.blocks import (
+    Json,
     Message,
     actions,
     button,
     context,
-    dump,
+    divider,
     fields_section,
     header,
     preview_blocks,
@@ -173,7 +172,7 @@ def approval_message(request: BackupRequest, *, audience: Audience, now: datetim
     zone = ZoneInfo(request.timezone)
     schedule = parse_schedule(request.schedule)
     description = describe(schedule)
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         header(f"CSE backup policy request {request.id}"),
         section(
             f"{mention(request.requester)} asks for a backup policy on engine {_engine(request)}.",
@@ -214,13 +213,13 @@ def approval_message(request: BackupRequest, *, audience: Audience, now: datetim
         f"Backup policy request {request.id} from {mention(request.requester)} "
         f"for engine {escape(request.engine_name)}: {request.state.value}"
     )
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def status_message(request: BackupRequest) -> Message:
     """The short message kept up to date in the requester's channel (APPROVAL_CHANNEL set)."""
     where = f" in {mention(request.message_channel)}" if request.message_channel else ""
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         section(
             f"{mention(request.requester)} asked for backup policy {code(request.id)} on engine "
             f"{_engine(request)}, schedule {code(request.schedule)}; approval happens{where}."
@@ -228,7 +227,7 @@ def status_message(request: BackupRequest) -> Message:
         section(outcome_line(request)),
     ]
     text = f"Backup policy request {request.id}: {request.state.value}"
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def _moment(value: Any) -> datetime | None:
@@ -260,7 +259,7 @@ def created_message(request: BackupRequest) -> Message:
         f"*Next backup*\n{slack_date(next_at) if next_at else 'not given by CSE'}",
         f"*Request*\n{code(request.id)}, approved by {_approved_by(request)}",
     ]
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         header("CSE backup policy created"),
         fields_section(fields),
     ]
@@ -274,7 +273,7 @@ def created_message(request: BackupRequest) -> Message:
             )
         )
     text = f"Backup policy {_policy_id(request)} created on engine {escape(request.engine_name)}"
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def failed_message(request: BackupRequest) -> Message:
@@ -285,7 +284,7 @@ def failed_message(request: BackupRequest) -> Message:
         f"*error_msg*\n{escape(error_msg) or '-'}",
         f"*detail*\n{escape(detail) or '-'}",
     ]
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         header("CSE backup policy not created"),
         section(
             f"CSE did not create the backup policy of request {code(request.id)} "
@@ -306,12 +305,12 @@ def failed_message(request: BackupRequest) -> Message:
         f"CSE did not create backup policy request {request.id}: "
         f"{escape(error_code)} {escape(error_msg)}"
     )
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def unknown_message(request: BackupRequest) -> Message:
     _, error_code, error_msg, detail = error_fields(request.error)
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         header("CSE backup policy: outcome unknown"),
         section(
             f":warning: The create call for request {code(request.id)} (engine "
@@ -324,7 +323,7 @@ def unknown_message(request: BackupRequest) -> Message:
         extra = f" {escape(detail)}" if detail else ""
         blocks.append(context(f"{code(error_code or 'NO_ANSWER')} {escape(error_msg)}{extra}"))
     text = f"Backup policy request {request.id}: outcome unknown, check the CSE console"
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 def result_message(request: BackupRequest) -> Message | None:
@@ -339,7 +338,7 @@ def result_message(request: BackupRequest) -> Message | None:
         case _:
             return None
     if unrecorded(request):
-        return Message(text=message.text, blocks=[*message.blocks, *dump([section(UNRECORDED)])])
+        return Message(text=message.text, blocks=[*message.blocks, section(UNRECORDED)])
     return message
 
 
@@ -351,7 +350,7 @@ def break_glass_message(request: BackupRequest, user: str, reason: str) -> Messa
     )
     return Message(
         text=f"Break glass: {mention(user)} approved their own request {request.id}",
-        blocks=dump([section(text)]),
+        blocks=[section(text)],
     )
 
 
@@ -361,7 +360,7 @@ def reminder_message(request: BackupRequest, audience: Audience) -> Message:
         f"{mention(request.requester)} is still waiting for approval; it expires "
         f"{slack_date(request.expires_at)}."
     )
-    return Message(text=text, blocks=dump([section(text)]))
+    return Message(text=text, blocks=[section(text)])
 
 
 # --- the quick path and the ephemeral answers ----------------------------------------------------
@@ -379,7 +378,7 @@ def draft_fields(draft: Draft) -> list[str]:
 def confirmation_message(draft: Draft, result: Preview, user_zone: ZoneInfo | None) -> Message:
     """The quick path's ephemeral confirmation: the preview and three buttons."""
     zone = ZoneInfo(result.timezone)
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         section("*Check the backup policy before asking for approval*"),
         fields_section(draft_fields(draft)),
         *preview_blocks(
@@ -399,7 +398,7 @@ def confirmation_message(draft: Draft, result: Preview, user_zone: ZoneInfo | No
     ]
     return Message(
         text=f"Backup policy for {escape(draft.engine_name)}: {result.expression}",
-        blocks=dump(blocks),
+        blocks=blocks,
     )
 
 
@@ -413,18 +412,18 @@ def preview_message(result: Preview, user_zone: ZoneInfo | None) -> Message:
         user_zone=user_zone,
     )
     blocks.append(context("A preview only: nothing was stored or sent to CSE."))
-    return Message(text=f"{result.expression}: {result.description}", blocks=dump(blocks))
+    return Message(text=f"{result.expression}: {result.description}", blocks=blocks)
 
 
 def problems_message(title: str, problems: list[str]) -> Message:
     """A list of what is wrong, each item already plain text from our code (escaped here)."""
     lines = "\n".join(f"• {escape(p)}" for p in problems)
     text = f"{title}\n{lines}"
-    return Message(text=text, blocks=dump([section(text)]))
+    return Message(text=text, blocks=[section(text)])
 
 
 def text_message(text: str) -> Message:
-    return Message(text=text, blocks=dump([section(text)]))
+    return Message(text=text, blocks=[section(text)])
 
 
 def request_line(request: BackupRequest) -> str:
@@ -436,7 +435,7 @@ def request_line(request: BackupRequest) -> str:
 
 
 def list_message(pending: list[BackupRequest], recent: list[BackupRequest]) -> Message:
-    blocks: list[Block] = []
+    blocks: list[Json] = []
     if not pending and not recent:
         return text_message("No backup policy requests in this channel yet.")
     if pending:
@@ -447,7 +446,7 @@ def list_message(pending: list[BackupRequest], recent: list[BackupRequest]) -> M
         blocks.append(section("*Recent*\n" + "\n".join(request_line(r) for r in recent[:20])))
     blocks.append(context("`/cse-backup status &lt;id&gt;` shows one request and its history."))
     text = f"{len(pending)} waiting for approval, {len(recent)} recent"
-    return Message(text=text, blocks=dump(blocks))
+    return Message(text=text, blocks=blocks)
 
 
 @dataclass(frozen=True)
@@ -462,7 +461,7 @@ class HistoryLine:
 def status_reply(request: BackupRequest, history: list[HistoryLine]) -> Message:
     fields = _detail_fields(request)
     fields.insert(0, f"*State*\n{request.state.value}")
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         header(f"Backup policy request {request.id}"),
         fields_section(fields[:10]),
         section(f"*Schedule (cron)* {code(request.schedule)} ({escape(request.timezone)})"),
@@ -480,7 +479,7 @@ def status_reply(request: BackupRequest, history: list[HistoryLine]) -> Message:
             )
         )
     if history:
-        blocks.append(DividerBlock())
+        blocks.append(divider())
         lines = []
         for item in history[-20:]:
             actor = mention(item.actor) if item.actor[:1] in {"U", "W"} else escape(item.actor)
@@ -488,6 +487,4 @@ def status_reply(request: BackupRequest, history: list[HistoryLine]) -> Message:
             note = f" ({escape(item.note)})" if item.note else ""
             lines.append(f"• {slack_date(item.at)} {actor}: {change}{note}")
         blocks.append(section("*History*\n" + "\n".join(lines)))
-    return Message(
-        text=f"Backup policy request {request.id}: {request.state.value}", blocks=dump(blocks)
-    )
+    return Message(text=f"Backup policy request {request.id}: {request.state.value}", blocks=blocks)

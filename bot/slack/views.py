@@ -2,6 +2,9 @@
 
 `private_metadata` carries one small typed value (`ViewMeta`), never the state: the form knows the
 channel it was opened from, the confirmation a draft id, the reason forms a request id.
+
+Views and their inputs are plain dicts shaped as `slack_sdk.models` would write them (see
+`bot.slack.blocks`): an attribute that is None or empty is left out.
 """
 
 from __future__ import annotations
@@ -11,35 +14,20 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, ValidationError
-from slack_sdk.models.blocks import (
-    Block,
-    CheckboxesElement,
-    ConversationFilter,
-    ConversationSelectElement,
-    ExternalDataSelectElement,
-    InputBlock,
-    Option,
-    PlainTextInputElement,
-    PlainTextObject,
-    RadioButtonsElement,
-    SectionBlock,
-    StaticSelectElement,
-    TimePickerElement,
-)
-from slack_sdk.models.blocks.basic_components import DispatchActionConfig
-from slack_sdk.models.views import View
 
 from bot.core.requests import BackupRequest, Draft
 from bot.core.schedule import Preview
 from bot.core.schedule_builder import WEEK
 from bot.cse import Engine
 from bot.slack.blocks import (
+    Json,
     actions,
     button,
     clip,
     context,
     fields_section,
     md,
+    plain,
     preview_blocks,
     run_lines,
     section,
@@ -52,6 +40,8 @@ from bot.slack.ids import Block as BlockId
 from bot.slack.messages import draft_fields, outcome_line
 
 TITLE = "CSE backup policy"
+OPTION_LIMIT = 75  # an option's text, and the labels and placeholders here
+HINT_LIMIT = 2000
 
 
 class ViewMeta(BaseModel):
@@ -74,11 +64,42 @@ class ViewMeta(BaseModel):
             return cls()
 
 
-def _plain(text: str) -> PlainTextObject:
-    return PlainTextObject(text=clip(text, 75), emoji=True)
+class OptionJson(dict[str, Any]):
+    """An option object, a plain dict; `to_dict()` is kept for callers written for
+    `slack_sdk.models.blocks.Option` (the engine picker's options listener)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self)
 
 
-def engine_option(engine: Engine | EngineChoice) -> Option:
+def _plain(text: str) -> Json:
+    return plain(clip(text, OPTION_LIMIT))
+
+
+def _option(text: str, value: str) -> Json:
+    return {"text": _plain(text), "value": value}
+
+
+def _modal(
+    callback_id: str,
+    title: str,
+    blocks: list[Json],
+    *,
+    close: str,
+    submit: str | None = None,
+    private_metadata: str | None = None,
+) -> Json:
+    view: Json = {"type": "modal", "callback_id": callback_id, "title": _plain(title)}
+    if submit is not None:
+        view["submit"] = _plain(submit)
+    view["close"] = _plain(close)
+    if private_metadata:
+        view["private_metadata"] = private_metadata
+    view["blocks"] = blocks
+    return view
+
+
+def engine_option(engine: Engine | EngineChoice) -> OptionJson:
     """An engine as the picker shows it: name (type, status), and a word when it cannot take a
     backup policy (shown, so nobody wonders where it went; refused on submit, with the reason)."""
     if isinstance(engine, Engine):
@@ -86,50 +107,59 @@ def engine_option(engine: Engine | EngineChoice) -> Option:
         text = f"{engine.name or engine.id}" + (f" ({extra})" if extra else "")
         if not usable(engine):
             marker = " - not available"
-            text = clip(text, 75 - len(marker)) + marker
+            text = clip(text, OPTION_LIMIT - len(marker)) + marker
     else:
         text = engine.name
-    return Option(text=_plain(text), value=engine.id)
+    return OptionJson(text=_plain(text), value=engine.id)
 
 
 def _engine_input(
     source: EngineSource, configured: dict[str, str], initial: EngineChoice | None, raw: str | None
-) -> InputBlock:
-    element: Any
+) -> Json:
+    element: Json
     if source is EngineSource.CONFIGURED:
-        options = [
-            Option(text=_plain(name), value=engine_id) for name, engine_id in configured.items()
-        ]
-        selected = next((o for o in options if initial and o.value == initial.id), None)
-        element = StaticSelectElement(
-            action_id=Action.ENGINE,
-            placeholder=_plain("Choose an engine"),
-            options=options[:100],
-            initial_option=selected,
-        )
+        options = [_option(name, engine_id) for name, engine_id in configured.items()]
+        selected = next((o for o in options if initial and o["value"] == initial.id), None)
+        element = {
+            "type": "static_select",
+            "action_id": Action.ENGINE,
+            "placeholder": _plain("Choose an engine"),
+        }
+        if options:
+            element["options"] = options[:100]
+        if selected is not None:
+            element["initial_option"] = selected
         hint = None
     elif source is EngineSource.LISTED:
-        element = ExternalDataSelectElement(
-            action_id=Action.ENGINE,
-            placeholder=_plain("Type to search the project's engines"),
-            min_query_length=0,
-            initial_option=engine_option(initial) if initial else None,
-        )
+        element = {
+            "type": "external_select",
+            "action_id": Action.ENGINE,
+            "placeholder": _plain("Type to search the project's engines"),
+            "min_query_length": 0,
+        }
+        if initial:
+            element["initial_option"] = engine_option(initial)
         hint = "Engines of the project, as CSE lists them."
     else:
-        element = PlainTextInputElement(
-            action_id=Action.ENGINE,
-            placeholder=_plain("Engine id, as the CSE console shows it"),
-            initial_value=(initial.id if initial else raw) or None,
-            max_length=128,
-        )
+        element = {
+            "type": "plain_text_input",
+            "action_id": Action.ENGINE,
+            "placeholder": _plain("Engine id, as the CSE console shows it"),
+            "max_length": 128,
+        }
+        initial_value = initial.id if initial else raw
+        if initial_value:
+            element["initial_value"] = initial_value
         hint = "The engine id from the CSE console."
-    return InputBlock(
-        block_id=BlockId.ENGINE,
-        label=_plain(LABELS[Field.ENGINE]),
-        element=element,
-        hint=_plain(hint) if hint else None,
-    )
+    block: Json = {
+        "type": "input",
+        "block_id": BlockId.ENGINE,
+        "label": _plain(LABELS[Field.ENGINE]),
+        "element": element,
+    }
+    if hint:
+        block["hint"] = _plain(hint)
+    return block
 
 
 def _text_input(
@@ -142,49 +172,60 @@ def _text_input(
     multiline: bool = False,
     max_length: int | None = None,
     label: str | None = None,
-) -> InputBlock:
-    return InputBlock(
-        block_id=BlockId(field.value),
-        label=_plain(label or LABELS[field]),
-        optional=optional,
-        element=PlainTextInputElement(
-            action_id=Action(field.value),
-            placeholder=_plain(placeholder),
-            initial_value=initial or None,
-            multiline=multiline,
-            max_length=max_length,
-        ),
-        hint=PlainTextObject(text=clip(hint, 2000)) if hint else None,
-    )
+) -> Json:
+    element: Json = {
+        "type": "plain_text_input",
+        "action_id": Action(field.value),
+        "placeholder": _plain(placeholder),
+        "multiline": multiline,
+    }
+    if initial:
+        element["initial_value"] = initial
+    if max_length is not None:
+        element["max_length"] = max_length
+    block: Json = {
+        "type": "input",
+        "block_id": BlockId(field.value),
+        "label": _plain(label or LABELS[field]),
+        "optional": optional,
+        "element": element,
+    }
+    if hint:
+        block["hint"] = plain(clip(hint, HINT_LIMIT), emoji=False)
+    return block
 
 
-def _channel_input(initial: str | None = None) -> InputBlock:
-    return InputBlock(
-        block_id=BlockId.CHANNEL,
-        label=_plain("Channel for the approval message"),
-        element=ConversationSelectElement(
-            action_id=Action.CHANNEL,
-            default_to_current_conversation=initial is None,
-            initial_conversation=initial,
-            filter=ConversationFilter(include=["public", "private"], exclude_bot_users=True),
-        ),
-        hint=_plain("Where a second engineer approves it; I must be a member."),
-    )
+def _channel_input(initial: str | None = None) -> Json:
+    element: Json = {
+        "type": "conversations_select",
+        "action_id": Action.CHANNEL,
+        "default_to_current_conversation": initial is None,
+        "filter": {"include": ["public", "private"], "exclude_bot_users": True},
+    }
+    if initial:
+        element["initial_conversation"] = initial
+    return {
+        "type": "input",
+        "block_id": BlockId.CHANNEL,
+        "label": _plain("Channel for the approval message"),
+        "element": element,
+        "hint": _plain("Where a second engineer approves it; I must be a member."),
+    }
 
 
 MODE_TEXT = {ScheduleMode.CRON: "Cron expression", ScheduleMode.DAYS: "Days and time"}
 DEFAULT_TIME = "02:00"
 
 
-def _mode_option(mode: ScheduleMode) -> Option:
-    return Option(text=_plain(MODE_TEXT[mode]), value=mode.value)
+def _mode_option(mode: ScheduleMode) -> Json:
+    return _option(MODE_TEXT[mode], mode.value)
 
 
-def _day_option(number: int, name: str) -> Option:
-    return Option(text=_plain(name), value=str(number))
+def _day_option(number: int, name: str) -> Json:
+    return _option(name, str(number))
 
 
-def _schedule_inputs(given: FormInput, zone: ZoneInfo) -> list[Block]:
+def _schedule_inputs(given: FormInput, zone: ZoneInfo) -> list[Json]:
     """The cron input, then the schedule type and the builder beside it (days and a time).
 
     The cron input comes first and is there from the start, so typing a cron needs nothing
@@ -192,68 +233,80 @@ def _schedule_inputs(given: FormInput, zone: ZoneInfo) -> list[Block]:
     with Days and time it may stay empty; the server asks for it when it is what counts.
     Every input dispatches its changes, which update the live preview below them.
     """
-    cron = InputBlock(
-        block_id=BlockId.SCHEDULE,
-        label=_plain(LABELS[Field.SCHEDULE]),
-        optional=True,
-        dispatch_action=True,
-        element=PlainTextInputElement(
-            action_id=Action.SCHEDULE,
-            placeholder=_plain("0 2 * * *"),
-            initial_value=given.schedule or None,
-            max_length=200,
-            dispatch_action_config=DispatchActionConfig(
-                trigger_actions_on=["on_enter_pressed", "on_character_entered"]
-            ),
+    cron_element: Json = {
+        "type": "plain_text_input",
+        "action_id": Action.SCHEDULE,
+        "placeholder": _plain("0 2 * * *"),
+        "max_length": 200,
+        "dispatch_action_config": {
+            "trigger_actions_on": ["on_enter_pressed", "on_character_entered"]
+        },
+    }
+    if given.schedule:
+        cron_element["initial_value"] = given.schedule
+    cron: Json = {
+        "type": "input",
+        "block_id": BlockId.SCHEDULE,
+        "label": _plain(LABELS[Field.SCHEDULE]),
+        "optional": True,
+        "dispatch_action": True,
+        "element": cron_element,
+        "hint": plain(
+            f"Five fields: minute hour day-of-month month day-of-week, read in {zone.key}. "
+            "`0 2 * * *` is 02:00 every day; `30 1 * * 1-5` is 01:30 on weekdays. "
+            "Or choose Days and time below.",
+            emoji=False,
         ),
-        hint=PlainTextObject(
-            text=(
-                f"Five fields: minute hour day-of-month month day-of-week, read in {zone.key}. "
-                "`0 2 * * *` is 02:00 every day; `30 1 * * 1-5` is 01:30 on weekdays. "
-                "Or choose Days and time below."
-            )
-        ),
-    )
-    mode = InputBlock(
-        block_id=BlockId.SCHEDULE_MODE,
-        label=_plain("Schedule type"),
-        dispatch_action=True,
-        element=RadioButtonsElement(
-            action_id=Action.SCHEDULE_MODE,
-            options=[_mode_option(m) for m in ScheduleMode],
-            initial_option=_mode_option(given.schedule_mode),
-        ),
-    )
+    }
+    mode: Json = {
+        "type": "input",
+        "block_id": BlockId.SCHEDULE_MODE,
+        "label": _plain("Schedule type"),
+        "dispatch_action": True,
+        "element": {
+            "type": "radio_buttons",
+            "action_id": Action.SCHEDULE_MODE,
+            "options": [_mode_option(m) for m in ScheduleMode],
+            "initial_option": _mode_option(given.schedule_mode),
+        },
+    }
     options = [_day_option(number, name) for number, name in WEEK]
     ticked = set(given.schedule_days or ())
-    days = InputBlock(
-        block_id=BlockId.SCHEDULE_DAYS,
-        label=_plain(LABELS[Field.SCHEDULE_DAYS]),
-        optional=True,
-        dispatch_action=True,
-        element=CheckboxesElement(
-            action_id=Action.SCHEDULE_DAYS,
-            options=options,
-            initial_options=[o for o in options if o.value in ticked] or None,
-        ),
-        hint=_plain("For Days and time, as in the CSE console."),
-    )
-    time = InputBlock(
-        block_id=BlockId.SCHEDULE_TIME,
-        label=_plain(LABELS[Field.SCHEDULE_TIME]),
-        optional=True,
-        dispatch_action=True,
-        element=TimePickerElement(
-            action_id=Action.SCHEDULE_TIME,
-            initial_time=given.schedule_time or DEFAULT_TIME,
-            placeholder=_plain("Time of day"),
-        ),
-        hint=_plain(f"For Days and time: the time of day in {zone.key}."),
-    )
+    days_element: Json = {
+        "type": "checkboxes",
+        "action_id": Action.SCHEDULE_DAYS,
+        "options": options,
+    }
+    initial_days = [o for o in options if o["value"] in ticked]
+    if initial_days:
+        days_element["initial_options"] = initial_days
+    days: Json = {
+        "type": "input",
+        "block_id": BlockId.SCHEDULE_DAYS,
+        "label": _plain(LABELS[Field.SCHEDULE_DAYS]),
+        "optional": True,
+        "dispatch_action": True,
+        "element": days_element,
+        "hint": _plain("For Days and time, as in the CSE console."),
+    }
+    time: Json = {
+        "type": "input",
+        "block_id": BlockId.SCHEDULE_TIME,
+        "label": _plain(LABELS[Field.SCHEDULE_TIME]),
+        "optional": True,
+        "dispatch_action": True,
+        "element": {
+            "type": "timepicker",
+            "action_id": Action.SCHEDULE_TIME,
+            "placeholder": _plain("Time of day"),
+            "initial_time": given.schedule_time or DEFAULT_TIME,
+        },
+        "hint": _plain(f"For Days and time: the time of day in {zone.key}."),
+    }
     return [cron, mode, days, time]
 
 
-def schedule_preview_block(outcome: ScheduleOutcome | None) -> SectionBlock:
+def schedule_preview_block(outcome: ScheduleOutcome | None) -> Json:
     """The live preview under the schedule inputs: what the schedule means and when it runs,
     or why it is not valid. The expression is always shown, so a person can tell which text
     (or which builder choice) the preview describes."""
@@ -277,7 +330,7 @@ def schedule_preview_block(outcome: ScheduleOutcome | None) -> SectionBlock:
             *(f":warning: {escape(w)}" for w in result.warnings[:5]),
         ]
         text = "\n".join(lines)
-    return SectionBlock(block_id=BlockId.SCHEDULE_PREVIEW, text=md(text))
+    return {"type": "section", "block_id": BlockId.SCHEDULE_PREVIEW, "text": md(text)}
 
 
 def form_view(
@@ -297,7 +350,7 @@ def form_view(
     schedule preview shown under the schedule inputs; `picked_channel` the channel already
     chosen in a form opened without one (the shortcut)."""
     given = given or FormInput()
-    blocks: list[Block] = [] if channel else [_channel_input(picked_channel)]
+    blocks: list[Json] = [] if channel else [_channel_input(picked_channel)]
     blocks += [
         _engine_input(source, configured, engine, given.engine),
         *_schedule_inputs(given, zone),
@@ -328,16 +381,14 @@ def form_view(
             max_length=500,
         ),
     ]
-    view = View(
-        type="modal",
-        callback_id=Callback.FORM,
-        title=_plain(TITLE),
-        submit=_plain("Preview"),
-        close=_plain("Cancel"),
+    return _modal(
+        Callback.FORM,
+        TITLE,
+        blocks,
+        submit="Preview",
+        close="Cancel",
         private_metadata=ViewMeta(channel=channel).dump(),
-        blocks=blocks,
     )
-    return dict(view.to_dict())
 
 
 def confirm_view(
@@ -345,7 +396,7 @@ def confirm_view(
 ) -> dict[str, Any]:
     """The form's second step: the preview, then Request approval. `built`: the schedule
     builder made the expression, so say which one it made."""
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         section("*Check the backup policy before asking for approval*"),
         fields_section(draft_fields(draft)),
     ]
@@ -368,16 +419,14 @@ def confirm_view(
         actions(BlockId.ACTIONS, button("Edit", Action.EDIT_DRAFT, draft.id)),
         context("Request approval posts the request in the channel for a second engineer."),
     ]
-    view = View(
-        type="modal",
-        callback_id=Callback.CONFIRM,
-        title=_plain(TITLE),
-        submit=_plain("Request approval"),
-        close=_plain("Cancel"),
+    return _modal(
+        Callback.CONFIRM,
+        TITLE,
+        blocks,
+        submit="Request approval",
+        close="Cancel",
         private_metadata=ViewMeta(draft=draft.id).dump(),
-        blocks=blocks,
     )
-    return dict(view.to_dict())
 
 
 def reason_view(
@@ -390,43 +439,36 @@ def reason_view(
     required: bool,
 ) -> dict[str, Any]:
     """A small form asking why: for Reject (optional unless REQUIRE_REASON) and break glass."""
-    blocks: list[Block] = [
+    blocks: list[Json] = [
         section(intro),
         section(outcome_line(request)),
-        InputBlock(
-            block_id=BlockId.DECISION_REASON,
-            label=_plain("Reason" if required else "Reason (optional)"),
-            optional=not required,
-            element=PlainTextInputElement(
-                action_id=Action.REASON,
-                multiline=True,
-                max_length=500,
-                placeholder=_plain("Why"),
-            ),
-        ),
+        {
+            "type": "input",
+            "block_id": BlockId.DECISION_REASON,
+            "label": _plain("Reason" if required else "Reason (optional)"),
+            "optional": not required,
+            "element": {
+                "type": "plain_text_input",
+                "action_id": Action.REASON,
+                "placeholder": _plain("Why"),
+                "multiline": True,
+                "max_length": 500,
+            },
+        },
     ]
-    view = View(
-        type="modal",
-        callback_id=callback,
-        title=_plain(title),
-        submit=_plain(submit),
-        close=_plain("Back"),
+    return _modal(
+        callback,
+        title,
+        blocks,
+        submit=submit,
+        close="Back",
         private_metadata=ViewMeta(request=request.id).dump(),
-        blocks=blocks,
     )
-    return dict(view.to_dict())
 
 
 def notice_view(title: str, text: str) -> dict[str, Any]:
     """A view that only says something (an error after submit, say), with a Close button."""
-    view = View(
-        type="modal",
-        callback_id=Callback.NOTICE,
-        title=_plain(title[:24]),
-        close=_plain("Close"),
-        blocks=[section(text)],
-    )
-    return dict(view.to_dict())
+    return _modal(Callback.NOTICE, title[:24], [section(text)], close="Close")
 
 
 def _state_values(view: dict[str, Any]) -> dict[str, Any]:
