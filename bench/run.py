@@ -267,9 +267,15 @@ class Bench:
     # --- measuring -------------------------------------------------------------------------
 
     def profiling(self, pid: int, phase: str) -> contextlib.AbstractContextManager[None]:
+        """py-spy on the bot's serving process (and its follow-up worker, to `<phase>-worker`)."""
         if self.options.profile_dir is None:
             return contextlib.nullcontext()
-        return recording(pid, self.options.profile_dir / f"{phase}.txt")
+        stack = contextlib.ExitStack()
+        stack.enter_context(recording(pid, self.options.profile_dir / f"{phase}.txt"))
+        if self.worker_pid is not None and pid != self.worker_pid:
+            worker = self.options.profile_dir / f"{phase}-worker.txt"
+            stack.enter_context(recording(self.worker_pid, worker))
+        return stack
 
     def summarise_profiles(self) -> None:
         if self.options.profile_dir is None:
