@@ -22,7 +22,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,12 +270,15 @@ class Bench:
         """py-spy on the bot's serving process (and its follow-up worker, to `<phase>-worker`)."""
         if self.options.profile_dir is None:
             return contextlib.nullcontext()
-        stack = contextlib.ExitStack()
-        stack.enter_context(recording(pid, self.options.profile_dir / f"{phase}.txt"))
-        if self.worker_pid is not None and pid != self.worker_pid:
-            worker = self.options.profile_dir / f"{phase}-worker.txt"
-            stack.enter_context(recording(self.worker_pid, worker))
-        return stack
+        return self._recording_both(pid, self.options.profile_dir, phase)
+
+    @contextlib.contextmanager
+    def _recording_both(self, pid: int, directory: Path, phase: str) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(recording(pid, directory / f"{phase}.txt"))
+            if self.worker_pid is not None:
+                stack.enter_context(recording(self.worker_pid, directory / f"{phase}-worker.txt"))
+            yield
 
     def summarise_profiles(self) -> None:
         if self.options.profile_dir is None:
