@@ -57,6 +57,7 @@ NO_OUTCOME = (
     "call). Check the CSE console before trying again."
 )
 DRAFT_TTL = timedelta(hours=2)
+DRAFT_GONE = "This form has expired or was already sent. Start again with `/cse-backup create`."
 SYSTEM = "system"
 CSE_ACTOR = "cse"
 
@@ -179,10 +180,17 @@ class BackupFlow:
     async def get_draft(self, draft_id: str) -> Draft:
         draft = await self.store.get_draft(draft_id)
         if draft is None:
-            raise NotFound(
-                "This form has expired or was already sent. Start again with `/cse-backup create`."
-            )
+            raise NotFound(DRAFT_GONE)
         return draft
+
+    async def carried_or_stored(self, carried: Draft | None, draft_id: str) -> Draft:
+        """The draft a view carried (the form's confirmation step), else the one in the store.
+        Either way it lasts DRAFT_TTL, and a draft already sent is refused by `submit`."""
+        if carried is None or carried.id != draft_id:
+            return await self.get_draft(draft_id)
+        if self.clock() - carried.created_at > DRAFT_TTL:
+            raise NotFound(DRAFT_GONE)
+        return carried
 
     async def submit(self, draft: Draft, user: str) -> BackupRequest:
         """Turn a confirmed draft into a pending request (store only; `announce` posts it)."""

@@ -39,7 +39,6 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-import fakeredis
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, ValidationError
 from redis.asyncio.retry import Retry
@@ -924,6 +923,8 @@ def open_store(
             "Set REDIS_URL for anything but a trial.",
             extra={"event": "store.embedded"},
         )
+        import fakeredis  # only here: a real Redis never loads it (~10 MB, 0.1 s)
+
         fake: aioredis.Redis = fakeredis.FakeAsyncRedis(
             server=fakeredis.FakeServer(), decode_responses=True
         )

@@ -4,7 +4,14 @@ and what people hear when Redis is down."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from typing import Any
 
+import pytest
+
+from bot.core.requests import State
+from bot.slack import views
+from bot.slack.views import ViewMeta
 from tests.fakes.slack_api import text_of
 from tests.slack_harness import (
     ALICE,
@@ -13,6 +20,9 @@ from tests.slack_harness import (
     CHANNEL,
     PROD_ID,
     STAGING_ID,
+    Harness,
+    approval_request_id,
+    new_approval_message,
     running,
 )
 
@@ -147,9 +157,73 @@ async def test_redis_down_is_said_plainly_and_nothing_is_half_written() -> None:
 
         await h.driver.command(ALICE, CHANNEL, "create")
         form = await h.driver.wait_for_view(ALICE)
+        # The form's step needs no store (the confirmation view carries the draft) ...
         response = await h.driver.submit_view(ALICE, form, GOOD)
+        assert response.json()["response_action"] == "update"
+        # ... sending it for approval does, and says so in the modal.
+        confirm = h.driver.current_view(ALICE)
+        assert confirm is not None and confirm["callback_id"] == "backup_confirm"
+        response = await h.driver.submit_view(ALICE, confirm)
         body = response.json()
         assert body["response_action"] == "push"
         assert "request store is not answering" in json.dumps(body["view"])
         assert h.fake.messages(CHANNEL) == []
         assert h.cse.create_requests() == []
+
+
+# --- the confirmation step carries the draft ----------------------------------------------------
+
+
+async def _to_confirmation(h: Harness) -> dict[str, Any]:
+    await h.driver.command(ALICE, CHANNEL, "create")
+    form = await h.driver.wait_for_view(ALICE)
+    response = await h.driver.submit_view(ALICE, form, GOOD)
+    assert response.json()["response_action"] == "update"
+    confirm = h.driver.current_view(ALICE)
+    assert confirm is not None and confirm["callback_id"] == "backup_confirm"
+    return confirm
+
+
+async def test_the_confirmation_view_carries_the_draft_and_the_store_is_not_written() -> None:
+    async with running() as h:
+        confirm = await _to_confirmation(h)
+        meta = ViewMeta.load(confirm["private_metadata"])
+        assert meta.form is not None and meta.form.id == meta.draft
+        assert meta.form.schedule == "0 2 * * *" and meta.form.reserve == 7
+        assert await h.store.get_draft(meta.draft or "") is None  # nothing stored for the form
+        await h.driver.submit_view(ALICE, confirm)
+        approval = await new_approval_message(h.fake, CHANNEL, set())
+        request = await h.store.get(approval_request_id(approval))
+        assert request is not None and request.state is State.PENDING
+        assert request.requester == ALICE and request.reserve == 7
+        # The same confirmation again (a double click, or a replay): refused, nothing new.
+        again = {**confirm, "state": {"values": {}}}
+        payload = {**h.driver._base("view_submission", ALICE), "view": again, "response_urls": []}
+        response = await h.driver.send_interaction(payload)
+        assert "already sent" in json.dumps(response.json())
+        assert len(await h.store.list_channel(CHANNEL)) == 1
+
+
+async def test_a_carried_draft_expires_like_a_stored_one() -> None:
+    async with running() as h:
+        confirm = await _to_confirmation(h)
+        h.clock.advance(timedelta(hours=2, minutes=1))
+        response = await h.driver.submit_view(ALICE, confirm)
+        body = response.json()
+        assert body["response_action"] == "push"
+        assert "expired" in json.dumps(body["view"])
+        assert await h.store.list_channel(CHANNEL) == []
+
+
+async def test_a_draft_too_long_for_the_view_is_kept_in_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(views, "METADATA_LIMIT", 60)  # as if the draft were over Slack's 3000
+    async with running() as h:
+        confirm = await _to_confirmation(h)
+        meta = ViewMeta.load(confirm["private_metadata"])
+        assert meta.form is None
+        assert await h.store.get_draft(meta.draft or "") is not None
+        await h.driver.submit_view(ALICE, confirm)
+        approval = await new_approval_message(h.fake, CHANNEL, set())
+        assert approval_request_id(approval)

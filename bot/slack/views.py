@@ -44,14 +44,24 @@ OPTION_LIMIT = 75  # an option's text, and the labels and placeholders here
 HINT_LIMIT = 2000
 
 
+# Slack keeps at most 3000 characters of a view's private_metadata.
+METADATA_LIMIT = 3000
+
+
 class ViewMeta(BaseModel):
-    """What a view remembers between Slack round trips: ids only."""
+    """What a view remembers between Slack round trips: ids, and the form's draft itself on the
+    confirmation step (`form`; Slack gives it back with the submission, signed, so the form
+    needs no store write before the confirmation nor a read after it)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     channel: str | None = None
     draft: str | None = None
     request: str | None = None
+    form: Draft | None = None
+
+    def fits(self) -> bool:
+        return len(self.dump()) <= METADATA_LIMIT
 
     def dump(self) -> str:
         return self.model_dump_json(exclude_none=True)
@@ -392,10 +402,16 @@ def form_view(
 
 
 def confirm_view(
-    draft: Draft, result: Preview, user_zone: ZoneInfo | None, *, built: bool = False
+    draft: Draft,
+    result: Preview,
+    user_zone: ZoneInfo | None,
+    *,
+    built: bool = False,
+    meta: ViewMeta | None = None,
 ) -> dict[str, Any]:
     """The form's second step: the preview, then Request approval. `built`: the schedule
-    builder made the expression, so say which one it made."""
+    builder made the expression, so say which one it made. `meta`: what the view carries (by
+    default the draft's id, the draft being in the store)."""
     blocks: list[Json] = [
         section("*Check the backup policy before asking for approval*"),
         fields_section(draft_fields(draft)),
@@ -425,7 +441,7 @@ def confirm_view(
         blocks,
         submit="Request approval",
         close="Cancel",
-        private_metadata=ViewMeta(draft=draft.id).dump(),
+        private_metadata=(meta or ViewMeta(draft=draft.id)).dump(),
     )
 
 

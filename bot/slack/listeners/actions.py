@@ -63,7 +63,8 @@ def register(app: AsyncApp, services: Services) -> None:
     @after_ack(app.action(Action.EDIT_DRAFT))
     async def on_edit(body: dict[str, Any], client: AsyncWebClient) -> None:
         _, draft_id = _clicked(body)
-        draft = await flow.get_draft(draft_id)
+        carried = ViewMeta.load((body.get("view") or {}).get("private_metadata")).form
+        draft = await flow.carried_or_stored(carried, draft_id)
         view = services.form_from(draft)
         if body.get("view") and body["view"].get("id"):  # from the modal's confirmation step
             await client.views_update(view_id=body["view"]["id"], view=view)

@@ -70,9 +70,12 @@ def register(app: AsyncApp, services: Services) -> None:
             raise FieldErrors(errors)
         form = result.values
         draft = form.draft(user=user, channel=channel, now=now)
-        await services.flow.save_draft(draft)
+        carried = ViewMeta(draft=draft.id, form=draft)
+        if not carried.fits():  # too long for the view: kept in the store instead
+            await services.flow.save_draft(draft)
+            carried = ViewMeta(draft=draft.id)
         zone = await services.directory.user_zone(user)
-        confirm = confirm_view(draft, form.preview, zone, built=form.built)
+        confirm = confirm_view(draft, form.preview, zone, built=form.built, meta=carried)
         await _over_a_newer_preview(client, services, view, confirm)
         await ack(response_action="update", view=confirm)
 
@@ -82,7 +85,7 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         user = str(body["user"]["id"])
         meta = ViewMeta.load(view.get("private_metadata"))
-        draft = await services.flow.get_draft(meta.draft or "")
+        draft = await services.flow.carried_or_stored(meta.form, meta.draft or "")
         request = await services.flow.submit(draft, user)
         where = services.settings.approval_channel or request.channel
         hand_off(context, request=request.model_dump(mode="json"))
