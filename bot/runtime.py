@@ -33,7 +33,7 @@ from bot.iam import TokenProvider, token_provider_from_settings
 from bot.logs import configure_logging
 from bot.settings import Settings
 from bot.store import StoreUnavailable, open_store
-from bot.web import Readiness, build_web_app, record_ack
+from bot.web import BUSY, Readiness, build_web_app, record_ack
 from bot.worker import FollowUpWorker
 
 log = logging.getLogger("bot.runtime")
@@ -68,8 +68,12 @@ class SocketHandler(AsyncSocketModeHandler):
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
         started = time.perf_counter()
-        bolt_response = await run_async_bolt_app(self.app, req)
-        await send_async_response(client, req, bolt_response, time.time())
+        BUSY.enter()
+        try:
+            bolt_response = await run_async_bolt_app(self.app, req)
+            await send_async_response(client, req, bolt_response, time.time())
+        finally:
+            BUSY.leave()
         body = req.payload if isinstance(req.payload, dict) else {}
         record_ack(body, bolt_response.status, time.perf_counter() - started)
 
@@ -115,7 +119,7 @@ async def serve(settings: Settings) -> None:
     )
     worker: FollowUpWorker | None = None
     if settings.follow_up_worker and settings.redis_url is not None:
-        worker = FollowUpWorker()
+        worker = FollowUpWorker(busy=BUSY)
         await worker.start()
     bot = build_bot(settings, store=store, cse=cse, tokens=tokens, sink=worker)
     flow = bot.services.flow

@@ -55,6 +55,30 @@ def signed_by_slack(
     return hmac.compare_digest(f"v0={digest.hexdigest()}".encode(), signature.encode())
 
 
+class Busy:
+    """How many Slack requests this process is answering right now. A hint for the follow-up
+    worker (bot.worker): it holds its work while acknowledgements are queueing here."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._on_idle: list[Callable[[], None]] = []
+
+    def enter(self) -> None:
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            for call in self._on_idle:
+                call()
+
+    def when_idle(self, call: Callable[[], None]) -> None:
+        self._on_idle.append(call)
+
+
+BUSY = Busy()
+
+
 def _refused(status: int, error: str) -> web.Response:
     return web.json_response({"error": error}, status=status)
 
@@ -173,6 +197,13 @@ def build_web_app(
             raise ValueError("SLACK_SIGNING_SECRET is required to serve Slack requests over HTTP")
 
         async def slack_events(request: web.Request) -> web.StreamResponse:
+            BUSY.enter()
+            try:
+                return await answer(request)
+            finally:
+                BUSY.leave()
+
+        async def answer(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             raw = await request.read()
             if not signed_by_slack(

@@ -31,6 +31,7 @@ from typing import Any
 
 from bot import metrics
 from bot.settings import Settings
+from bot.web import Busy
 
 log = logging.getLogger("bot.worker")
 
@@ -40,14 +41,22 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 30.0)
 # A worker this far behind (bytes not yet read from its stdin) gets no more work: it runs here.
 MAX_BACKLOG = 16 * 1024 * 1024
 METRICS_EVERY = 1.0
+# While the serving process has other Slack requests queueing, the worker holds new follow-ups
+# until it is idle, for at most this long: acknowledgements have a 3 s deadline, follow-ups none.
+HOLD_AT_MOST = 0.25
+IDLE = b"idle\n"
 SHUTDOWN_GRACE = 5.0
 
 
 class FollowUpWorker:
     """The worker process, seen from the serving process: a `Sink` for `FollowUps`."""
 
-    def __init__(self, command: list[str] | None = None) -> None:
+    def __init__(self, command: list[str] | None = None, busy: Busy | None = None) -> None:
         self._command = command or [sys.executable, "-m", "bot", "worker"]
+        self._busy = busy
+        self._told_busy = False  # a frame went out while others queued: say when that ends
+        if busy is not None:
+            busy.when_idle(self._idle)
         self._proc: asyncio.subprocess.Process | None = None
         self._seq = 0
         # Sent, not yet started by the worker: run here if it dies (seq -> run it here).
@@ -133,9 +142,18 @@ class FollowUpWorker:
             return False
         self._seq += 1
         self._unstarted[self._seq] = run_here
-        self._proc.stdin.write(b"%d " % self._seq + frame)
+        load = self._busy.count if self._busy is not None else 0
+        self._told_busy = self._told_busy or load > 1
+        self._proc.stdin.write(b"%d %d " % (self._seq, load) + frame)
         metrics.FOLLOWUPS.labels("worker").inc()
         return True
+
+    def _idle(self) -> None:
+        """No Slack request is being answered any more: the worker may stop holding its work."""
+        if self._told_busy and self.running:
+            assert self._proc is not None and self._proc.stdin is not None
+            self._proc.stdin.write(IDLE)
+        self._told_busy = False
 
     async def stop(self, timeout: float) -> bool:
         """End of input: the worker finishes what it has (up to `timeout` s). True if it did."""
@@ -156,6 +174,41 @@ class FollowUpWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         return True
+
+
+class Hold:
+    """Which follow-ups the worker starts now, and which wait for the serving process to be idle.
+
+    A follow-up sent while other Slack requests were queueing in the serving process (`load`
+    above 1) waits, with every one after it, until the serving process says it is idle, a
+    follow-up arrives from a quiet moment, or the oldest has waited HOLD_AT_MOST seconds. Order
+    is kept. One request at a time is never held."""
+
+    def __init__(self, at_most: float = HOLD_AT_MOST) -> None:
+        self.at_most = at_most
+        self._held: list[tuple[int, Any]] = []
+        self._since = 0.0
+
+    def offer(self, seq: int, load: int, item: Any, now: float) -> list[tuple[int, Any]]:
+        if load <= 1 and not self._held:
+            return [(seq, item)]
+        if not self._held:
+            self._since = now
+        self._held.append((seq, item))
+        if load <= 1 or now - self._since >= self.at_most:
+            return self.release()
+        return []
+
+    def release(self) -> list[tuple[int, Any]]:
+        ready, self._held = self._held, []
+        return ready
+
+    def due(self, now: float) -> list[tuple[int, Any]]:
+        return self.release() if self._held and now - self._since >= self.at_most else []
+
+    def wait(self, now: float) -> float | None:
+        """Seconds until the held ones are due (None: nothing held)."""
+        return max(0.0, self._since + self.at_most - now) if self._held else None
 
 
 # --- the worker process itself ---------------------------------------------------------------
@@ -221,29 +274,49 @@ async def work(settings: Settings) -> None:
                 last = current
             await asyncio.sleep(METRICS_EVERY)
 
+    async def start(ready: list[tuple[int, Any]]) -> None:
+        for seq, request in ready:
+            await _report(out, {"started": seq})
+            task = asyncio.create_task(bot.app.async_dispatch(request))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    hold = Hold()
     reporter = asyncio.create_task(report_metrics())
     stopping = asyncio.create_task(stop.wait())
+    reading: asyncio.Future[bytes] | None = None
     try:
         while True:
-            reading = asyncio.ensure_future(reader.readline())
-            await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not reading.done():
-                reading.cancel()
+            if reading is None:
+                reading = asyncio.ensure_future(reader.readline())
+            waiting: set[asyncio.Future[Any]] = {reading, stopping}
+            await asyncio.wait(
+                waiting,
+                timeout=hold.wait(loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if stopping.done():
                 break
-            line = reading.result()
+            if not reading.done():  # the held follow-ups are due
+                await start(hold.due(loop.time()))
+                continue
+            line, reading = reading.result(), None
             if not line:
                 break
-            seq, _, frame = line.partition(b" ")
+            if line == IDLE:
+                await start(hold.release())
+                continue
+            seq, load, frame = line.split(b" ", 2)
             try:
                 request = decode(frame)
             except (ValueError, KeyError, TypeError):
                 log.error("the follow-up worker got a frame it cannot read; skipped")
                 continue
-            await _report(out, {"started": int(seq)})
-            task = asyncio.create_task(bot.app.async_dispatch(request))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            await start(hold.offer(int(seq), int(load), request, loop.time()))
     finally:
+        if reading is not None and not reading.done():
+            reading.cancel()
+        await start(hold.release())  # what was held is done before exiting, like the rest
         grace = settings.cse_timeout + SHUTDOWN_GRACE
         log.info(
             "follow-up worker stopping: %d follow-up(s) and %d CSE call(s) under way",

@@ -21,7 +21,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.core.requests import State
 from bot.slack.followups import HANDOFF, decode, encode
-from bot.worker import FollowUpWorker
+from bot.web import Busy
+from bot.worker import IDLE, FollowUpWorker, Hold
 from tests.fakes.cse_server import FakeCse
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_driver import SlackDriver
@@ -225,3 +226,57 @@ async def test_follow_ups_the_worker_started_are_not_run_twice() -> None:
     await asyncio.sleep(0.2)
     assert ran == ["b"]
     await worker.stop(timeout=5)
+
+
+# --- holding follow-ups while acknowledgements queue ------------------------------------------
+
+
+def test_one_request_at_a_time_is_never_held() -> None:
+    hold = Hold(at_most=0.25)
+    assert hold.offer(1, 1, "a", now=0.0) == [(1, "a")]
+    assert hold.offer(2, 0, "b", now=0.1) == [(2, "b")]
+    assert hold.wait(0.1) is None
+
+
+def test_follow_ups_wait_while_others_queue_then_go_in_order() -> None:
+    hold = Hold(at_most=0.25)
+    assert hold.offer(1, 5, "a", now=0.0) == []
+    assert hold.offer(2, 3, "b", now=0.05) == []
+    assert hold.wait(0.05) == pytest.approx(0.2)
+    # A follow-up from a quiet moment releases the held ones first, in order.
+    assert hold.offer(3, 1, "c", now=0.1) == [(1, "a"), (2, "b"), (3, "c")]
+    assert hold.wait(0.1) is None
+
+
+def test_held_follow_ups_go_when_idle_or_after_at_most() -> None:
+    hold = Hold(at_most=0.25)
+    hold.offer(1, 4, "a", now=0.0)
+    assert hold.due(0.2) == []
+    assert hold.due(0.25) == [(1, "a")]
+    hold.offer(2, 4, "b", now=1.0)
+    assert hold.release() == [(2, "b")]  # the serving process said it is idle
+    hold.offer(3, 4, "c", now=2.0)
+    assert hold.offer(4, 9, "d", now=2.3) == [(3, "c"), (4, "d")]  # still busy, but too long
+
+
+async def test_the_worker_is_told_the_load_and_when_the_serving_process_is_idle(
+    tmp_path: Path,
+) -> None:
+    seen = tmp_path / "lines"
+    script = (
+        f"import sys\nwith open({str(seen)!r}, 'wb') as f:\n    f.write(sys.stdin.buffer.read())\n"
+    )
+    busy = Busy()
+    worker = FollowUpWorker([sys.executable, "-c", script], busy=busy)
+    await worker.start()
+    busy.enter()
+    assert worker.send(b'{"lazy": "alone"}\n', lambda: None)
+    busy.leave()  # only itself was in flight: no idle line needed
+    busy.enter()
+    busy.enter()
+    assert worker.send(b'{"lazy": "crowded"}\n', lambda: None)
+    busy.leave()
+    busy.leave()
+    await worker.stop(timeout=5)
+    lines = seen.read_bytes().splitlines()
+    assert lines == [b'1 1 {"lazy": "alone"}', b'2 2 {"lazy": "crowded"}', IDLE.strip()]
