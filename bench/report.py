@@ -276,12 +276,22 @@ def targets(results: Results) -> list[Target]:
     )
     found.append(
         Target(
-            f"resident memory after {results.rss_bot_after:,} requests",
+            f"resident memory after {results.rss_bot_after:,} requests, serving process",
             f"< {MEMORY_TARGET // MB} MB",
             "bot not available" if results.rss_bot is None else f"{results.rss_bot / MB:.1f} MB",
             None if results.rss_bot is None else results.rss_bot < MEMORY_TARGET,
         )
     )
+    if results.rss_bot is not None and results.rss_worker is not None:
+        both = results.rss_bot + results.rss_worker
+        found.append(
+            Target(
+                "resident memory, serving process + follow-up worker",
+                f"< {MEMORY_TARGET // MB} MB",
+                f"{both / MB:.1f} MB",
+                both < MEMORY_TARGET,
+            )
+        )
     return found
 
 
@@ -418,17 +428,26 @@ def table_rows(results: Results) -> list[tuple[str, str, str, str, str, str]]:
     )
     rows.append(
         (
-            f"RSS after {results.rss_bot_after:,} requests, MB",
-            NOT_AVAILABLE
-            if results.rss_bot is None
-            else f"{results.rss_bot / MB:.1f}"
-            + ("" if results.rss_worker is None else f" (+ worker {results.rss_worker / MB:.1f})"),
+            f"RSS after {results.rss_bot_after:,} requests, serving process, MB",
+            NOT_AVAILABLE if results.rss_bot is None else f"{results.rss_bot / MB:.1f}",
             "-" if results.rss_bare is None else f"{results.rss_bare / MB:.1f}",
             "",
             f"< {MEMORY_TARGET // MB} MB",
             yes_no(None if results.rss_bot is None else results.rss_bot < MEMORY_TARGET),
         )
     )
+    if results.rss_bot is not None and results.rss_worker is not None:
+        both = results.rss_bot + results.rss_worker
+        rows.append(
+            (
+                "RSS, serving process + follow-up worker, MB",
+                f"{results.rss_bot / MB:.1f} + {results.rss_worker / MB:.1f} = {both / MB:.1f}",
+                "",
+                "",
+                f"< {MEMORY_TARGET // MB} MB",
+                yes_no(both < MEMORY_TARGET),
+            )
+        )
     if results.rss_bot_end is not None and results.rss_bot_end_after > results.rss_bot_after:
         rows.append(
             (
@@ -495,7 +514,8 @@ dependency).
 - **Processes.** Redis (`redis-server --save "" --appendonly no` on a free loopback port, unless
   `REDIS_URL` is set), the fake Slack Web API and fake CSE (tests/fakes, in a process of their
   own so they never share a GIL with the load generator), the bot (`python -m bot run`, HTTP
-  mode, `LOG_LEVEL=WARNING`) and the bare app (`python -m bench.bare_app`), all on 127.0.0.1.
+  mode, `LOG_LEVEL=WARNING`; with Redis it runs as two processes, serving and follow-up
+  worker) and the bare app (`python -m bench.bare_app`), all on 127.0.0.1.
   Everything runs on the one machine, so at concurrency 32 the load generator and the fakes
   compete with the app for the cores (see the CPU shares above).
 - **Bare Bolt app.** An `AsyncApp` whose listeners only `ack()` (the slash command; and, so each
@@ -514,12 +534,13 @@ dependency).
   and its Home tabs read the pending requests). A warm-up at concurrency 32 opens every
   connection first; between phases the bench waits until the bot has made no Slack call for
   0.3 s. Signing happens before the clock.
-- **CPU per request.** User + system CPU of the app's process during the phase (from
-  /proc/<pid>/stat) divided by the requests: it includes what the bot does after acking (replies
-  through the response_url, `views.open`, and for Approve the whole flow up to the CSE call and
-  the messages) and its once-a-second background sweep. Unlike latency it barely depends on
-  what else the machine does, and at concurrency 32, where the app's core is the bottleneck,
-  latency ≈ 32 × CPU per request.
+- **CPU per request.** User + system CPU of the app's serving process during the phase (from
+  /proc/<pid>/stat) divided by the requests; for the bot, the CPU of its follow-up worker (the
+  child process that runs what comes after the ack: replies through the response_url,
+  `views.open`, and for Approve the whole flow with the CSE call and the messages) is shown
+  beside it as "+ worker". The phase includes the pause after each block until the bot has made
+  no Slack call for 0.3 s, so the once-a-second background sweep counts too. At concurrency 32,
+  where the serving core is the bottleneck, latency ≈ 32 × CPU per request.
 - **Full flow.** Approve click sent → the created-policy `chat.postMessage` arriving at the fake
   Slack (stamped on arrival with CLOCK_MONOTONIC, which both processes share), the fake CSE
   answering after 50 ms. Overhead = latency − 50 ms. Throughput = approvals / wall time at
@@ -542,7 +563,9 @@ dependency).
   including DST ones; each expression is the best of 3 timings, the table shows the slowest.
 - **Start-up and memory.** Spawn → first `/healthz` 200 (polled every 5 ms); VmRSS from
   /proc/<pid>/status after the first 1,000 requests (help, preview and quick-path create
-  commands, and 50 whole requests made pending and approved), and again at the end.
+  commands, and 50 whole requests made pending and approved), and again at the end; the
+  follow-up worker's VmRSS beside the serving process's. The memory target is judged on the
+  serving process (the worker is the same program, started by it).
 """
 
 

@@ -104,12 +104,10 @@ async def warm_up(tokens: TokenProvider) -> None:
         log.warning("no CSE service token yet: %s", exc, extra={"event": "token.warm_up"})
 
 
-async def serve(settings: Settings) -> None:
-    configure_logging(settings)
-    store = open_store(settings.redis_url, settings.redis_prefix)
-    tokens = token_provider_from_settings(settings)
+def cse_client(settings: Settings, tokens: TokenProvider) -> CseClient:
+    """The CSE client the settings describe (the serving process and the worker each have one)."""
     assert settings.cse_endpoint is not None  # require_for_run() checked it
-    cse = CseClient(
+    return CseClient(
         settings.cse_endpoint,
         tokens,
         enterprise_project_id=settings.cse_enterprise_project_id,
@@ -117,6 +115,13 @@ async def serve(settings: Settings) -> None:
         timeout=settings.cse_timeout,
         on_call=metrics.observe_cse_call,
     )
+
+
+async def serve(settings: Settings) -> None:
+    configure_logging(settings)
+    store = open_store(settings.redis_url, settings.redis_prefix)
+    tokens = token_provider_from_settings(settings)
+    cse = cse_client(settings, tokens)
     worker: FollowUpWorker | None = None
     if settings.follow_up_worker and settings.redis_url is not None:
         worker = FollowUpWorker(busy=BUSY)

@@ -56,24 +56,48 @@ def signed_by_slack(
 
 
 class Busy:
-    """How many Slack requests this process is answering right now. A hint for the follow-up
-    worker (bot.worker): it holds its work while acknowledgements are queueing here."""
+    """Whether this process is busy answering Slack: a hint for the follow-up worker (bot.worker),
+    which holds its work while acknowledgements are coming in.
 
-    def __init__(self) -> None:
+    Crowded: another request is being answered, or the one before started less than `quiet`
+    seconds earlier (a closed loop of clients keeps few in flight at once, yet never lets up).
+    Idle: nothing answered and nothing new for `quiet` seconds; `when_idle` callbacks run then.
+    """
+
+    def __init__(self, quiet: float = 0.02) -> None:
+        self.quiet = quiet
         self.count = 0
+        self._last = float("-inf")  # when the latest request started (monotonic)
+        self._gap = float("inf")  # seconds between the latest two starts
         self._on_idle: list[Callable[[], None]] = []
+        self._check: asyncio.TimerHandle | None = None
 
     def enter(self) -> None:
+        now = time.monotonic()
         self.count += 1
+        self._gap, self._last = now - self._last, now
 
     def leave(self) -> None:
         self.count -= 1
-        if self.count == 0:
-            for call in self._on_idle:
-                call()
+        if self.count == 0 and self._on_idle and self._check is None:
+            self._check = asyncio.get_running_loop().call_later(self.quiet, self._maybe_idle)
+
+    def crowded(self) -> bool:
+        return self.count > 1 or self._gap < self.quiet
 
     def when_idle(self, call: Callable[[], None]) -> None:
         self._on_idle.append(call)
+
+    def _maybe_idle(self) -> None:
+        self._check = None
+        if self.count:
+            return  # leave() looks again when this one ends
+        wait = self._last + self.quiet - time.monotonic()
+        if wait > 0:
+            self._check = asyncio.get_running_loop().call_later(wait, self._maybe_idle)
+            return
+        for call in self._on_idle:
+            call()
 
 
 BUSY = Busy()

@@ -41,7 +41,7 @@ RESTART_DELAYS = (1.0, 2.0, 5.0, 15.0, 30.0)
 # A worker this far behind (bytes not yet read from its stdin) gets no more work: it runs here.
 MAX_BACKLOG = 16 * 1024 * 1024
 METRICS_EVERY = 1.0
-# While the serving process has other Slack requests queueing, the worker holds new follow-ups
+# While the serving process is busy with other Slack requests, the worker holds new follow-ups
 # until it is idle, for at most this long: acknowledgements have a 3 s deadline, follow-ups none.
 HOLD_AT_MOST = 0.25
 IDLE = b"idle\n"
@@ -142,7 +142,7 @@ class FollowUpWorker:
             return False
         self._seq += 1
         self._unstarted[self._seq] = run_here
-        load = self._busy.count if self._busy is not None else 0
+        load = 2 if self._busy is not None and self._busy.crowded() else 1
         self._told_busy = self._told_busy or load > 1
         self._proc.stdin.write(b"%d %d " % (self._seq, load) + frame)
         metrics.FOLLOWUPS.labels("worker").inc()
@@ -179,10 +179,10 @@ class FollowUpWorker:
 class Hold:
     """Which follow-ups the worker starts now, and which wait for the serving process to be idle.
 
-    A follow-up sent while other Slack requests were queueing in the serving process (`load`
-    above 1) waits, with every one after it, until the serving process says it is idle, a
-    follow-up arrives from a quiet moment, or the oldest has waited HOLD_AT_MOST seconds. Order
-    is kept. One request at a time is never held."""
+    A follow-up sent while the serving process was busy with other Slack requests (`load` above
+    1, see bot.web.Busy) waits, with every one after it, until the serving process says it is
+    idle, a follow-up arrives from a quiet moment, or the oldest has waited HOLD_AT_MOST
+    seconds. Order is kept. A request on its own is never held."""
 
     def __init__(self, at_most: float = HOLD_AT_MOST) -> None:
         self.at_most = at_most
@@ -229,9 +229,8 @@ async def _report(out: asyncio.StreamWriter, message: dict[str, Any]) -> None:
 async def work(settings: Settings) -> None:
     """The worker's life: build the same app (worker role), then dispatch what stdin brings."""
     from bot.app import build_bot
-    from bot.cse import CseClient
     from bot.iam import token_provider_from_settings
-    from bot.runtime import warm_up
+    from bot.runtime import cse_client, warm_up
     from bot.slack.followups import decode
     from bot.store import open_store
 
@@ -245,15 +244,7 @@ async def work(settings: Settings) -> None:
 
     store = open_store(settings.redis_url, settings.redis_prefix)
     tokens = token_provider_from_settings(settings)
-    assert settings.cse_endpoint is not None
-    cse = CseClient(
-        settings.cse_endpoint,
-        tokens,
-        enterprise_project_id=settings.cse_enterprise_project_id,
-        connect_timeout=settings.cse_connect_timeout,
-        timeout=settings.cse_timeout,
-        on_call=metrics.observe_cse_call,
-    )
+    cse = cse_client(settings, tokens)
     bot = build_bot(settings, store=store, cse=cse, tokens=tokens, worker=True)
     warming = asyncio.create_task(warm_up(tokens))
 

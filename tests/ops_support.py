@@ -211,8 +211,9 @@ class BotProcess:
                 await asyncio.sleep(0.05)
         raise AssertionError("the bot never answered /healthz")
 
-    async def wait_ready(self, status: int = 200) -> dict[str, Any]:
-        """Poll /readyz until it answers `status`; its JSON body."""
+    async def wait_ready(self, status: int = 200, saying: str | None = None) -> dict[str, Any]:
+        """Poll /readyz until it answers `status` (with `saying` in its text, when given); its
+        JSON body."""
         last: httpx.Response | None = None
         async with httpx.AsyncClient() as http:
             deadline = time.monotonic() + WAIT
@@ -220,7 +221,7 @@ class BotProcess:
                 self._alive()
                 try:
                     last = await http.get(f"{self.url}/readyz")
-                    if last.status_code == status:
+                    if last.status_code == status and (saying is None or saying in last.text):
                         body: dict[str, Any] = last.json()
                         return body
                 except httpx.TransportError:

@@ -12,8 +12,6 @@ import asyncio
 import os
 import signal
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,39 +21,17 @@ from bot.core.requests import State
 from bot.slack.followups import HANDOFF, decode, encode
 from bot.web import Busy
 from bot.worker import IDLE, FollowUpWorker, Hold
-from tests.fakes.cse_server import FakeCse
-from tests.fakes.slack_api import FakeSlack
 from tests.fakes.slack_driver import SlackDriver
 from tests.ops_support import BotProcess, value
 from tests.slack_harness import (
-    ALICE,
     BOB,
-    BOT_TOKEN,
     CAROL,
     CHANNEL,
     SIGNING_SECRET,
     approval_request_id,
-    drop_prefix,
 )
 from tests.test_operations import World, request_approval, wait_state
-
-
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    fake = FakeSlack(bot_token=BOT_TOKEN)
-    for user in (ALICE, BOB, CAROL):
-        fake.add_user(user)
-    fake.start()
-    cse = FakeCse().start()
-    world = World(fake, cse, f"test-{uuid.uuid4().hex[:8]}", tmp_path)
-    try:
-        yield world
-    finally:
-        for bot in world.bots:
-            bot.kill()
-        await drop_prefix(world.prefix)
-        cse.stop()
-        fake.stop()
+from tests.test_operations import world as world  # the same fixture: fakes and a key prefix
 
 
 def _worker_pids(bot: BotProcess) -> list[int]:
@@ -272,11 +248,38 @@ async def test_the_worker_is_told_the_load_and_when_the_serving_process_is_idle(
     busy.enter()
     assert worker.send(b'{"lazy": "alone"}\n', lambda: None)
     busy.leave()  # only itself was in flight: no idle line needed
+    await asyncio.sleep(5 * busy.quiet)
     busy.enter()
     busy.enter()
     assert worker.send(b'{"lazy": "crowded"}\n', lambda: None)
     busy.leave()
     busy.leave()
+    await asyncio.sleep(5 * busy.quiet)  # idle once nothing new came for `quiet` seconds
     await worker.stop(timeout=5)
     lines = seen.read_bytes().splitlines()
     assert lines == [b'1 1 {"lazy": "alone"}', b'2 2 {"lazy": "crowded"}', IDLE.strip()]
+
+
+async def test_busy_means_other_requests_now_or_a_moment_ago() -> None:
+    busy = Busy(quiet=0.05)
+    idle: list[float] = []
+    busy.when_idle(lambda: idle.append(asyncio.get_running_loop().time()))
+    busy.enter()
+    assert not busy.crowded()  # the first request, alone
+    busy.leave()
+    await asyncio.sleep(0.1)
+    assert len(idle) == 1  # nothing new for `quiet` seconds
+    busy.enter()
+    assert not busy.crowded()  # the one before started long ago
+    busy.leave()
+    busy.enter()
+    assert busy.crowded()  # the one before started a moment ago
+    busy.enter()
+    assert busy.crowded()  # two at once
+    busy.leave()
+    busy.leave()
+    ended = asyncio.get_running_loop().time()
+    await asyncio.sleep(0.02)
+    assert len(idle) == 1  # not yet: the last start was too recent
+    await asyncio.sleep(0.1)
+    assert len(idle) == 2 and idle[1] - ended >= 0.04

@@ -305,7 +305,8 @@ async def test_socket_mode_is_ready_only_while_connected(world: World) -> None:
 
 async def test_socket_mode_with_a_wrong_app_token_says_so_and_still_stops(world: World) -> None:
     bot = world.bot(SLACK_APP_TOKEN="xapp-not-the-right-one-4242")
-    down = await bot.wait_ready(503)
+    # Not ready from the start; the reason appears once Slack has refused the token.
+    down = await bot.wait_ready(503, saying="invalid_auth")
     assert down["failed"] == ["socket_mode"]
     assert "apps.connections.open answered invalid_auth" in down["checks"]["socket_mode"]
     await bot.wait_metric(
