@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from slack_bolt.request.async_request import AsyncBoltRequest
 
+from bot import metrics
 from bot.core.requests import State
 from bot.slack.followups import HANDOFF, decode, encode
 from bot.web import Busy
 from bot.worker import IDLE, FollowUpWorker, Hold
 from tests.fakes.slack_driver import SlackDriver
-from tests.ops_support import BotProcess, value
+from tests.ops_support import BotProcess, Sample, value
 from tests.slack_harness import (
     BOB,
     CAROL,
@@ -129,6 +131,34 @@ async def test_the_worker_finishes_the_call_when_the_serving_process_dies(world:
         raise AssertionError("the worker outlived its work")
 
 
+async def _expired_by(bot: BotProcess, world: World) -> dict[str, object]:
+    """Request approval, let it expire; the log line that says so."""
+    async with SlackDriver(bot.url, SIGNING_SECRET, world.fake) as driver:
+        approval = await request_approval(driver, world.fake)
+    request_id = approval_request_id(approval)
+    await wait_state(world.prefix, request_id, State.EXPIRED)
+    for _ in range(50):
+        for entry in bot.log_entries():
+            if entry.get("event") == "request.expired" and entry.get("request_id") == request_id:
+                return entry
+        await asyncio.sleep(0.1)
+    raise AssertionError("no request.expired line")
+
+
+async def test_the_worker_sweeps_off_the_serving_process(world: World) -> None:
+    bot = world.bot(APPROVAL_TTL="3s")
+    await bot.wait_ready()
+    assert (await _expired_by(bot, world)).get("role") == "worker"
+    assert bot.terminate() == 0
+
+
+async def test_without_the_worker_the_serving_process_sweeps(world: World) -> None:
+    bot = world.bot(APPROVAL_TTL="3s", FOLLOW_UP_WORKER="false")
+    await bot.wait_ready()
+    assert "role" not in await _expired_by(bot, world)
+    assert bot.terminate() == 0
+
+
 async def test_without_the_worker_everything_runs_in_one_process(world: World) -> None:
     bot = world.bot(FOLLOW_UP_WORKER="false")
     await bot.wait_ready()
@@ -157,8 +187,10 @@ def test_a_lazy_request_crosses_to_the_worker_unchanged() -> None:
     request.lazy_only = True
     request.lazy_function_name = "on_approve"
     again = decode(encode(request))
-    assert again.raw_body == body
-    assert again.body == request.body
+    assert again.body == request.body == {"type": "block_actions", "user": {"id": "U1"}}
+    assert again.raw_body == ""  # travels parsed: the worker does not undo the form again
+    assert again.mode == "http"
+    assert again.context["user_id"] == "U1"  # Bolt's context is built from the body as usual
     assert again.lazy_only and again.lazy_function_name == "on_approve"
     assert again.context[HANDOFF] == {"request": {"id": "bkp-abc123"}}
     assert "x-slack-signature" not in again.headers  # only what dispatching needs travels
@@ -283,3 +315,28 @@ async def test_busy_means_other_requests_now_or_a_moment_ago() -> None:
     assert len(idle) == 1  # not yet: the last start was too recent
     await asyncio.sleep(0.1)
     assert len(idle) == 2 and idle[1] - ended >= 0.04
+
+
+def _rendered() -> list[Sample]:
+    text, _ = metrics.render()
+    return [
+        Sample(sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+    ]
+
+
+def test_the_workers_counts_add_up_and_its_gauges_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "WORKER", metrics.WorkerSamples())
+    errors = "cse_backup_redis_errors_total"
+    pending = "cse_backup_pending_requests"
+    metrics.PENDING.set(7)
+    before = value(_rendered(), errors)
+    metrics.WORKER.update(
+        [["cse_backup_redis_errors", errors, {}, 2.0], [pending, pending, {}, 3.0]]
+    )
+    assert value(_rendered(), errors) == before + 2  # counts: this process's and the worker's
+    assert value(_rendered(), pending) == 3  # the worker sweeps: its gauge stands for the replica
+    metrics.WORKER.fold()  # the worker exited
+    assert value(_rendered(), errors) == before + 2  # its counts are kept
+    assert value(_rendered(), pending) == 7  # this process sweeps now: its own gauge again

@@ -112,8 +112,10 @@ class Sink(Protocol):
 
 
 def encode(request: AsyncBoltRequest) -> bytes:
-    """One lazy request as a line of JSON: what the worker needs to dispatch it again."""
-    body = request.raw_body if request.mode == "http" else request.body
+    """One lazy request as a line of JSON: what the worker needs to dispatch it again.
+
+    The body travels parsed: Slack's form encoding is slow to undo in Python (an Approve's
+    payload holds the whole message), and the serving process has undone it already."""
     headers = {
         name: values[0]
         for name, values in request.headers.items()
@@ -122,7 +124,7 @@ def encode(request: AsyncBoltRequest) -> bytes:
     frame = {
         "lazy": request.lazy_function_name,
         "mode": request.mode,
-        "body": body,
+        "body": request.body,
         "query": {k: list(v) for k, v in request.query.items()},
         "headers": headers,
         HANDOFF: handed(request.context),
@@ -136,13 +138,17 @@ def decode(line: bytes) -> AsyncBoltRequest:
     headers = dict(frame.get("headers") or {})
     headers["x-slack-bolt-lazy-only"] = "1"
     headers["x-slack-bolt-lazy-function-name"] = str(frame["lazy"])
-    return AsyncBoltRequest(
+    # Bolt takes an already parsed body only in Socket Mode form. The mode matters to nothing
+    # but signature verification, which the worker does not do (its parent verified the request).
+    request = AsyncBoltRequest(
         body=frame["body"],
         query=frame.get("query") or {},
         headers=headers,
         context={HANDOFF: frame.get(HANDOFF) or {}},
-        mode=frame.get("mode") or "http",
+        mode="socket_mode",
     )
+    request.mode = frame.get("mode") or "http"
+    return request
 
 
 class FollowUps(AsyncLazyListenerRunner):
