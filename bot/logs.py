@@ -85,6 +85,18 @@ class ConsoleFormatter(logging.Formatter):
         return self._scrubber.scrub(line) if self._scrubber else line
 
 
+class Role(logging.Filter):
+    """Marks every line with the process that wrote it (`role`), when a replica has several."""
+
+    def __init__(self, role: str) -> None:
+        super().__init__()
+        self.role = role
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.role = self.role
+        return True
+
+
 def secret_values(settings: Settings) -> list[str]:
     found = []
     for value in vars(settings).values():
@@ -93,7 +105,9 @@ def secret_values(settings: Settings) -> list[str]:
     return found
 
 
-def configure_logging(settings: Settings, stream: Any = None) -> None:
+def configure_logging(settings: Settings, stream: Any = None, role: str | None = None) -> None:
+    """Log lines to `stream` (stderr) in LOG_FORMAT; `role` marks a helper process's lines (the
+    follow-up worker's say `"role": "worker"`)."""
     scrubber = Scrubber(secret_values(settings))
     handler = logging.StreamHandler(stream or sys.stderr)
     formatter: logging.Formatter = (
@@ -101,6 +115,8 @@ def configure_logging(settings: Settings, stream: Any = None) -> None:
     )
     handler.setFormatter(formatter)
     handler.addFilter(KnownNoise())
+    if role is not None:
+        handler.addFilter(Role(role))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

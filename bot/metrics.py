@@ -151,10 +151,13 @@ Sample = list[Any]
 
 
 def own_samples() -> list[Sample]:
-    """This process's counters and histograms (the bot's own, not the process collectors')."""
+    """This process's counters, histograms and gauges (the bot's own, not the process
+    collectors')."""
     found: list[Sample] = []
     for family in REGISTRY.collect():
-        if not family.name.startswith("cse_backup") or family.type not in _ADDED:
+        if not family.name.startswith("cse_backup"):
+            continue
+        if family.type not in _ADDED and family.name not in _GAUGES:
             continue
         for sample in family.samples:
             if not sample.name.endswith("_created"):
@@ -162,16 +165,21 @@ def own_samples() -> list[Sample]:
     return found
 
 
+# Counts from the worker are added to this process's; a gauge the worker sets (it runs the sweep,
+# see bot.worker) stands for the replica while the worker runs.
 _ADDED = frozenset({"counter", "histogram"})
+_GAUGES = frozenset({"cse_backup_pending_requests"})
 
 
 class WorkerSamples:
-    """The follow-up worker's counts, added to this process's on /metrics. A worker that exits
-    (and is started again) keeps its counts in `_done`, so the sums never go back."""
+    """The follow-up worker's counts, added to this process's on /metrics, and its gauges, which
+    replace this process's. A worker that exits (and is started again) keeps its counts in
+    `_done`, so the sums never go back; its gauges go with it."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
         self._current: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
+        self.gauges: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
 
     @staticmethod
     def _keyed(samples: list[Sample]) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
@@ -181,12 +189,15 @@ class WorkerSamples:
         return keyed
 
     def update(self, samples: list[Sample]) -> None:
-        self._current = self._keyed(samples)
+        keyed = self._keyed(samples)
+        self.gauges = {k: v for k, v in keyed.items() if k[0] in _GAUGES}
+        self._current = {k: v for k, v in keyed.items() if k[0] not in _GAUGES}
 
     def fold(self) -> None:
         for key, value in self._current.items():
             self._done[key] = self._done.get(key, 0.0) + value
         self._current = {}
+        self.gauges = {}
 
     def totals(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
         totals = dict(self._done)
@@ -199,14 +210,23 @@ WORKER = WorkerSamples()
 
 
 class _WithWorker:
-    """REGISTRY, with the worker's counts added sample by sample (for generate_latest)."""
+    """REGISTRY, with the worker's counts added sample by sample and its gauges in place of
+    this process's (for generate_latest)."""
 
     def collect(self) -> Iterator[Metric]:
         extra = WORKER.totals()
-        if not extra:
+        gauges = WORKER.gauges
+        if not extra and not gauges:
             yield from REGISTRY.collect()
             return
         for family in REGISTRY.collect():
+            if family.name in _GAUGES and gauges:
+                replaced = Metric(family.name, family.documentation, family.type, family.unit)
+                for (name, sample_name, labels), value in gauges.items():
+                    if name == family.name:
+                        replaced.add_sample(sample_name, dict(labels), value)
+                yield replaced
+                continue
             if family.type not in _ADDED:
                 yield family
                 continue

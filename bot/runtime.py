@@ -16,6 +16,7 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -79,13 +80,19 @@ class SocketHandler(AsyncSocketModeHandler):
 
 
 async def background(
-    flow: BackupFlow, stop: asyncio.Event, interval: float = SWEEP_INTERVAL
+    flow: BackupFlow,
+    stop: asyncio.Event,
+    interval: float = SWEEP_INTERVAL,
+    elsewhere: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Expiry, stuck calls and reminders, every `interval` seconds until `stop`."""
+    """Expiry, stuck calls and reminders, every `interval` seconds until `stop`; skipped while
+    `elsewhere()` says another process of this replica sweeps (the follow-up worker, which yields
+    the CPU to acknowledgements)."""
     while not stop.is_set():
         try:
-            await flow.sweep()
-            await flow.send_reminders()
+            if not elsewhere():
+                await flow.sweep()
+                await flow.send_reminders()
         except StoreUnavailable:
             metrics.REDIS_ERRORS.inc()
             log.warning("background sweep skipped: the request store is not answering")
@@ -161,7 +168,10 @@ async def serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    sweeper = asyncio.create_task(background(flow, stop))
+    # The follow-up worker sweeps while it runs; this process only when it is down.
+    sweeper = asyncio.create_task(
+        background(flow, stop, elsewhere=lambda: worker is not None and worker.running)
+    )
     warming = asyncio.create_task(warm_up(tokens))
     # Connecting may take long (Slack down, a wrong app token: it retries every 10 s, and /readyz
     # says why); SIGTERM must not wait for it.

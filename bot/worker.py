@@ -230,7 +230,7 @@ async def work(settings: Settings) -> None:
     """The worker's life: build the same app (worker role), then dispatch what stdin brings."""
     from bot.app import build_bot
     from bot.iam import token_provider_from_settings
-    from bot.runtime import cse_client, warm_up
+    from bot.runtime import background, cse_client, warm_up
     from bot.slack.followups import decode
     from bot.store import open_store
 
@@ -247,6 +247,10 @@ async def work(settings: Settings) -> None:
     cse = cse_client(settings, tokens)
     bot = build_bot(settings, store=store, cse=cse, tokens=tokens, worker=True)
     warming = asyncio.create_task(warm_up(tokens))
+    # The sweep (expiry, stuck calls, reminders) runs here while this worker runs: at nice 10,
+    # off the serving process's CPU. The serving process sweeps whenever the worker is down.
+    sweeping = asyncio.Event()
+    sweeper = asyncio.create_task(background(bot.services.flow, sweeping))
 
     reader = asyncio.StreamReader(limit=MAX_BACKLOG)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -315,8 +319,11 @@ async def work(settings: Settings) -> None:
             bot.services.flow.in_flight,
             extra={"event": "worker.shutdown"},
         )
+        sweeping.set()
         if tasks:
             await asyncio.wait(set(tasks), timeout=grace)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(sweeper, timeout=grace)
         bot.services.flow.stop_accepting()
         await bot.services.flow.drain(timeout=grace)
         await bot.followups.drain(timeout=grace)
@@ -335,6 +342,6 @@ async def work(settings: Settings) -> None:
 def main(settings: Settings) -> int:
     from bot.logs import configure_logging
 
-    configure_logging(settings)
+    configure_logging(settings, role="worker")
     asyncio.run(work(settings))
     return 0

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from bot.core.requests import State
+from bot.runtime import background
 from tests.fakes.slack_api import text_of
 from tests.slack_harness import (
     ALICE,
@@ -134,6 +135,30 @@ async def test_requester_cannot_reject_and_others_cannot_cancel() -> None:
         message = await _approval(h, request_id)
         assert _buttons(message.blocks) == []  # type: ignore[attr-defined]
         assert h.cse.create_requests() == []
+
+
+async def test_the_sweep_is_skipped_while_another_process_sweeps() -> None:
+    async with running(approval_ttl=3600) as h:
+        request_id = await h.create_request()
+        h.clock.advance(timedelta(hours=1, seconds=1))
+        elsewhere = True  # the follow-up worker runs, so it sweeps
+
+        async def sweep_for(seconds: float) -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(
+                background(h.flow, stop, interval=0.01, elsewhere=lambda: elsewhere)
+            )
+            await asyncio.sleep(seconds)
+            stop.set()
+            await task
+
+        await sweep_for(0.1)
+        request = await h.store.get(request_id)
+        assert request is not None and request.state is State.PENDING
+        elsewhere = False  # the worker is down: this process sweeps
+        await sweep_for(0.1)
+        request = await h.store.get(request_id)
+        assert request is not None and request.state is State.EXPIRED
 
 
 async def test_pending_requests_expire() -> None:
