@@ -9,5 +9,10 @@ from bot.slack.services import Services
 
 
 def register_listeners(app: AsyncApp, services: Services) -> None:
-    for module in (commands, shortcuts, views, actions, options, events):
+    """Bolt tries listeners in the order they were registered, a few microseconds each, until
+    one matches: the ones people wait on come first (commands, the approval buttons, modal
+    submissions), the form's inputs and the rest after."""
+    commands.register(app, services)
+    actions.register_approval_buttons(app, services)
+    for module in (views, actions, shortcuts, options, events):
         module.register(app, services)

@@ -37,47 +37,10 @@ def _clicked(body: dict[str, Any]) -> tuple[str, str]:
     return str(body["user"]["id"]), str(action.get("value") or "")
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register_approval_buttons(app: AsyncApp, services: Services) -> None:
+    """Approve, Reject and Cancel on the approval message (registered before the other
+    listeners: Bolt tries listeners in order, and this is the click someone waits on)."""
     flow = services.flow
-
-    @after_ack(app.action(Action.REQUEST_APPROVAL))
-    async def on_request_approval(body: dict[str, Any], client: AsyncWebClient) -> None:
-        user, draft_id = _clicked(body)
-        draft = await flow.get_draft(draft_id)
-        request = await flow.submit(draft, user)
-        try:
-            request = await flow.announce(request)
-        except PostFailed as exc:
-            withdrawn = f"{exc}\nRequest `{request.id}` was withdrawn; nothing was sent to CSE."
-            await replace_source(body, text_message(withdrawn), client)
-            return
-        await replace_source(
-            body,
-            text_message(
-                f"Request `{request.id}` sent for approval in <#{request.message_channel}>; "
-                "nothing is sent to CSE before a second engineer approves."
-            ),
-            client,
-        )
-
-    @after_ack(app.action(Action.EDIT_DRAFT))
-    async def on_edit(body: dict[str, Any], client: AsyncWebClient) -> None:
-        _, draft_id = _clicked(body)
-        carried = ViewMeta.load((body.get("view") or {}).get("private_metadata")).form
-        draft = await flow.carried_or_stored(carried, draft_id)
-        view = services.form_from(draft)
-        if body.get("view") and body["view"].get("id"):  # from the modal's confirmation step
-            await client.views_update(view_id=body["view"]["id"], view=view)
-        else:
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
-
-    @after_ack(app.action(Action.DISCARD_DRAFT))
-    async def on_discard(body: dict[str, Any], client: AsyncWebClient) -> None:
-        _, draft_id = _clicked(body)
-        await flow.store.delete_draft(draft_id)
-        cancelled = text_message("Cancelled: nothing was stored or sent.")
-        if not await replace_source(body, cancelled, client):
-            await delete_source(body, client)
 
     @after_ack(app.action(Action.APPROVE))
     async def on_approve(body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -125,6 +88,50 @@ def register(app: AsyncApp, services: Services) -> None:
             await services.home.publish(user, notice=outcome_line(request))
         else:
             await ephemeral(body, client, text_message(outcome_line(request)))
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """The quick path's buttons, the failure message's, and the form's inputs."""
+    flow = services.flow
+
+    @after_ack(app.action(Action.REQUEST_APPROVAL))
+    async def on_request_approval(body: dict[str, Any], client: AsyncWebClient) -> None:
+        user, draft_id = _clicked(body)
+        draft = await flow.get_draft(draft_id)
+        request = await flow.submit(draft, user)
+        try:
+            request = await flow.announce(request)
+        except PostFailed as exc:
+            withdrawn = f"{exc}\nRequest `{request.id}` was withdrawn; nothing was sent to CSE."
+            await replace_source(body, text_message(withdrawn), client)
+            return
+        await replace_source(
+            body,
+            text_message(
+                f"Request `{request.id}` sent for approval in <#{request.message_channel}>; "
+                "nothing is sent to CSE before a second engineer approves."
+            ),
+            client,
+        )
+
+    @after_ack(app.action(Action.EDIT_DRAFT))
+    async def on_edit(body: dict[str, Any], client: AsyncWebClient) -> None:
+        _, draft_id = _clicked(body)
+        carried = ViewMeta.load((body.get("view") or {}).get("private_metadata")).form
+        draft = await flow.carried_or_stored(carried, draft_id)
+        view = services.form_from(draft)
+        if body.get("view") and body["view"].get("id"):  # from the modal's confirmation step
+            await client.views_update(view_id=body["view"]["id"], view=view)
+        else:
+            await client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @after_ack(app.action(Action.DISCARD_DRAFT))
+    async def on_discard(body: dict[str, Any], client: AsyncWebClient) -> None:
+        _, draft_id = _clicked(body)
+        await flow.store.delete_draft(draft_id)
+        cancelled = text_message("Cancelled: nothing was stored or sent.")
+        if not await replace_source(body, cancelled, client):
+            await delete_source(body, client)
 
     @after_ack(app.action(Action.EDIT_AND_RESUBMIT))
     async def on_resubmit(body: dict[str, Any], client: AsyncWebClient) -> None:
