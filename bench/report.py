@@ -514,8 +514,9 @@ dependency).
 - **Processes.** Redis (`redis-server --save "" --appendonly no` on a free loopback port, unless
   `REDIS_URL` is set), the fake Slack Web API and fake CSE (tests/fakes, in a process of their
   own so they never share a GIL with the load generator), the bot (`python -m bot run`, HTTP
-  mode, `LOG_LEVEL=WARNING`; with Redis it runs as two processes, serving and follow-up
-  worker) and the bare app (`python -m bench.bare_app`), all on 127.0.0.1.
+  mode, default settings: a JSON log line per request, as deployed; with Redis it runs as two
+  processes, serving and follow-up worker) and the bare app (`python -m bench.bare_app`, which
+  logs nothing), all on 127.0.0.1.
   Everything runs on the one machine, so at concurrency 32 the load generator and the fakes
   compete with the app for the cores (see the CPU shares above).
 - **Bare Bolt app.** An `AsyncApp` whose listeners only `ack()` (the slash command; and, so each

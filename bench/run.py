@@ -217,7 +217,6 @@ class Bench:
                 "REDIS_URL": redis_url,
                 "REDIS_PREFIX": f"bench-{secrets.token_hex(4)}",
                 "PORT": str(port),
-                "LOG_LEVEL": "WARNING",
             }
         )
 
@@ -236,7 +235,7 @@ class Bench:
 
     def start_bare(self) -> tuple[Child, App, float]:
         port = free_port()
-        env = self.bot_env(port, self.redis_url)
+        env = {**self.bot_env(port, self.redis_url), "LOG_LEVEL": "WARNING"}
         child = self.procs.spawn("bare", python_argv("-m", "bench.bare_app"), env)
         base = f"http://{LOOPBACK}:{port}"
         seconds = wait_http_ok(child, f"{base}/healthz", STARTUP_TIMEOUT)
