@@ -6,13 +6,16 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 from aiohttp import web
+from hypothesis import given
+from hypothesis import strategies as st
+from slack_bolt.request.internals import parse_body
 
 from bot.store import open_store
-from bot.web import Readiness, build_web_app
+from bot.web import Readiness, build_web_app, form_fields, slack_body
 from tests.slack_harness import ALICE, BOT_TOKEN, CHANNEL, SIGNING_SECRET, running
 
 COMMAND = {
@@ -141,3 +144,37 @@ async def test_socket_mode_readiness_and_no_events_route() -> None:
             assert events.status_code in (404, 405)
     finally:
         await store.aclose()
+
+
+# --- parsing Slack's bodies ---------------------------------------------------------------------
+
+# Text with everything form encoding treats specially, broken escapes and non-ASCII included.
+FORM_TEXT = st.text(alphabet=st.sampled_from("%+&=\\ab09fFgZ; é😀\n"), max_size=40)
+
+
+@given(FORM_TEXT)
+def test_form_fields_read_any_text_as_urllib_does(body: str) -> None:
+    assert form_fields(body) == dict(parse_qsl(body, keep_blank_values=True))
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=10), st.text(max_size=60), max_size=5))
+def test_form_fields_read_back_what_urlencode_wrote(fields: dict[str, str]) -> None:
+    assert form_fields(urlencode(fields)) == fields
+
+
+@given(st.text(max_size=80), st.integers(0, 2**40))
+def test_interactivity_payloads_parse_as_bolt_parses_them(text: str, number: int) -> None:
+    payload = {"type": "block_actions", "text": text, "n": number, "blocks": [{"t": text}]}
+    body = urlencode({"payload": json.dumps(payload, ensure_ascii=bool(number % 2))})
+    form = "application/x-www-form-urlencoded"
+    assert slack_body(body, form) == parse_body(body, form) == payload
+
+
+async def test_a_command_whose_text_says_payload_is_still_a_command() -> None:
+    # Bolt alone reads any body containing "payload" as interactivity and answers nothing.
+    async with running() as h:
+        text = 'create engine=prod schedule="0 2 * * *" reserve=7 max_files=5 reason="payload move"'
+        response = await h.driver.command(ALICE, CHANNEL, text)
+        assert response.status_code == 200
+        shown = await h.driver.wait_for_ephemeral(ALICE, "Request approval")
+        assert "payload move" in shown.all_text
