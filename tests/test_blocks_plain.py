@@ -674,3 +674,18 @@ def test_every_builder_survives_a_round_trip_through_slack_sdk() -> None:
                 parsed = Block.parse(block)
                 assert parsed is not None, name
                 assert parsed.to_dict() == block, name
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2400, 1, 1), timezones=st.just(UTC)
+    ),
+    st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Etc/GMT+5"]),
+)
+def test_wall_times_read_as_strftime_in_the_c_locale_writes_them(
+    moment: datetime, key: str
+) -> None:
+    zone = ZoneInfo(key)
+    local = moment.astimezone(zone)
+    expected = local.strftime("%a %d %b %Y %H:%M ") + (local.strftime("%Z") or key)
+    assert blocks.wall(moment, zone) == expected

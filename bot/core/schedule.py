@@ -265,8 +265,11 @@ def _expand_field(spec: _FieldSpec, text: str) -> set[int]:
     return values
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_schedule(text: str) -> Schedule:
-    """Validate and normalise `text`; raise ScheduleError with a reason a person understands."""
+    """Validate and normalise `text`; raise ScheduleError with a reason a person understands.
+    Remembered (a Schedule is immutable): people preview, submit and approve the same few
+    expressions over and over."""
     source = text
     text = clean(text)
     if not text:
@@ -476,6 +479,12 @@ def _descriptor_field(spec: _FieldSpec, text: str, values: set[int]) -> str:
         piece = str(low) if low == high else f"{low}-{high}"
         items.append(piece + (f"/{step}" if step not in (None, "1") else ""))
     return ",".join(items)
+
+
+def forget_cached() -> None:
+    """Drop what parse_schedule and describe remember (the benchmark times the work itself)."""
+    parse_schedule.cache_clear()
+    _describe_expression.cache_clear()
 
 
 def describe(schedule: Schedule) -> str:

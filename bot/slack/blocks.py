@@ -102,10 +102,15 @@ def slack_date(moment: datetime, fmt: str = "{date_short_pretty} {time}") -> str
     return f"<!date^{int(utc.timestamp())}^{fmt}|{fallback}>"
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def wall(moment: datetime, zone: ZoneInfo) -> str:
-    """`Mon 06 Jan 2025 02:00 CET` in `zone`."""
-    local = moment.astimezone(zone)
-    return local.strftime("%a %d %b %Y %H:%M ") + (local.strftime("%Z") or zone.key)
+    """`Mon 06 Jan 2025 02:00 CET` in `zone` (English names whatever the process's locale)."""
+    t = moment.astimezone(zone)
+    day, month, abbreviation = _DAYS[t.weekday()], _MONTHS[t.month - 1], t.tzname() or zone.key
+    return f"{day} {t.day:02d} {month} {t.year} {t.hour:02d}:{t.minute:02d} {abbreviation}"
 
 
 def run_lines(runs: list[datetime], zone: ZoneInfo, user_zone: ZoneInfo | None) -> list[str]:
