@@ -476,7 +476,7 @@ class Bench:
                 continue  # warm-up
             self.results.cpu_share[f"full flow, c={concurrency}"] = {
                 name: used[name] / wall
-                for name in ("bot", "fakes-host", "redis", "bench")
+                for name in ("bot", "bot worker", "fakes-host", "redis", "bench")
                 if name in used
             }
             self.results.flow.append(
