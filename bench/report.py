@@ -565,8 +565,8 @@ dependency).
 - **Start-up and memory.** Spawn → first `/healthz` 200 (polled every 5 ms); VmRSS from
   /proc/<pid>/status after the first 1,000 requests (help, preview and quick-path create
   commands, and 50 whole requests made pending and approved), and again at the end; the
-  follow-up worker's VmRSS beside the serving process's. The memory target is judged on the
-  serving process (the worker is the same program, started by it).
+  follow-up worker's VmRSS beside the serving process's. The memory target is judged twice: on
+  the serving process, and on the two processes together (the bot as deployed with Redis).
 """
 
 
