@@ -564,7 +564,7 @@ class BackupFlow:
             await self._quietly(self.announcer.refresh(final))
             await self._quietly(self.announcer.post_result(final))
         try:
-            metrics.PENDING.set(len(await self.store.list_pending(limit=1000)))
+            metrics.set_pending(len(await self.store.list_pending(limit=1000)))
         except StoreUnavailable:
             metrics.REDIS_ERRORS.inc()
         return changed

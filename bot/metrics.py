@@ -157,8 +157,8 @@ def own_samples() -> list[Sample]:
     for family in REGISTRY.collect():
         if not family.name.startswith("cse_backup"):
             continue
-        if family.type not in _ADDED and family.name not in _GAUGES:
-            continue
+        if family.type not in _ADDED and family.name not in _SET:
+            continue  # a gauge this process has not set says nothing
         for sample in family.samples:
             if not sample.name.endswith("_created"):
                 found.append([family.name, sample.name, dict(sample.labels), sample.value])
@@ -169,12 +169,21 @@ def own_samples() -> list[Sample]:
 # see bot.worker) stands for the replica while the worker runs.
 _ADDED = frozenset({"counter", "histogram"})
 _GAUGES = frozenset({"cse_backup_pending_requests"})
+_SET: set[str] = set()  # the gauges this process has set
+
+
+def set_pending(count: int) -> None:
+    """The pending gauge, from this process's sweep. The worker's sweeps and the serving
+    process's (while the worker is down) take turns: the latest stands for the replica."""
+    PENDING.set(count)
+    _SET.add("cse_backup_pending_requests")
+    WORKER.forget_gauge("cse_backup_pending_requests")
 
 
 class WorkerSamples:
     """The follow-up worker's counts, added to this process's on /metrics, and its gauges, which
-    replace this process's. A worker that exits (and is started again) keeps its counts in
-    `_done`, so the sums never go back; its gauges go with it."""
+    replace this process's until this process sets them again. A worker that exits (and is
+    started again) keeps its counts in `_done`, so the sums never go back."""
 
     def __init__(self) -> None:
         self._done: dict[tuple[str, str, tuple[tuple[str, str], ...]], float] = {}
@@ -190,14 +199,17 @@ class WorkerSamples:
 
     def update(self, samples: list[Sample]) -> None:
         keyed = self._keyed(samples)
-        self.gauges = {k: v for k, v in keyed.items() if k[0] in _GAUGES}
+        self.gauges.update({k: v for k, v in keyed.items() if k[0] in _GAUGES})
         self._current = {k: v for k, v in keyed.items() if k[0] not in _GAUGES}
 
     def fold(self) -> None:
+        """The worker exited: its counts are kept; its gauges stand until a sweep sets them."""
         for key, value in self._current.items():
             self._done[key] = self._done.get(key, 0.0) + value
         self._current = {}
-        self.gauges = {}
+
+    def forget_gauge(self, family: str) -> None:
+        self.gauges = {k: v for k, v in self.gauges.items() if k[0] != family}
 
     def totals(self) -> dict[tuple[str, str, tuple[tuple[str, str], ...]], float]:
         totals = dict(self._done)

@@ -319,11 +319,12 @@ async def work(settings: Settings) -> None:
             bot.services.flow.in_flight,
             extra={"event": "worker.shutdown"},
         )
-        sweeping.set()
+        # It sweeps while it finishes (the serving process counts on it until it exits).
         if tasks:
             await asyncio.wait(set(tasks), timeout=grace)
+        sweeping.set()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(sweeper, timeout=grace)
+            await asyncio.wait_for(sweeper, timeout=SHUTDOWN_GRACE)
         bot.services.flow.stop_accepting()
         await bot.services.flow.drain(timeout=grace)
         await bot.followups.drain(timeout=grace)

@@ -189,7 +189,7 @@ def test_a_lazy_request_crosses_to_the_worker_unchanged() -> None:
     again = decode(encode(request))
     assert again.body == request.body == {"type": "block_actions", "user": {"id": "U1"}}
     assert again.raw_body == ""  # travels parsed: the worker does not undo the form again
-    assert again.mode == "http"
+    assert again.to_copyable().body == again.body  # a copy keeps it
     assert again.context["user_id"] == "U1"  # Bolt's context is built from the body as usual
     assert again.lazy_only and again.lazy_function_name == "on_approve"
     assert again.context[HANDOFF] == {"request": {"id": "bkp-abc123"}}
@@ -330,13 +330,18 @@ def test_the_workers_counts_add_up_and_its_gauges_stand_in(monkeypatch: pytest.M
     monkeypatch.setattr(metrics, "WORKER", metrics.WorkerSamples())
     errors = "cse_backup_redis_errors_total"
     pending = "cse_backup_pending_requests"
-    metrics.PENDING.set(7)
+    metrics.set_pending(7)
     before = value(_rendered(), errors)
     metrics.WORKER.update(
         [["cse_backup_redis_errors", errors, {}, 2.0], [pending, pending, {}, 3.0]]
     )
     assert value(_rendered(), errors) == before + 2  # counts: this process's and the worker's
     assert value(_rendered(), pending) == 3  # the worker sweeps: its gauge stands for the replica
+    metrics.WORKER.update([["cse_backup_redis_errors", errors, {}, 2.0]])  # a report without it
+    assert value(_rendered(), pending) == 3  # (a new worker before its first sweep)
     metrics.WORKER.fold()  # the worker exited
     assert value(_rendered(), errors) == before + 2  # its counts are kept
-    assert value(_rendered(), pending) == 7  # this process sweeps now: its own gauge again
+    assert value(_rendered(), pending) == 3  # and its last gauge, until a sweep here
+    metrics.set_pending(5)
+    assert value(_rendered(), pending) == 5  # this process swept: its own gauge again
+    assert [pending, pending, {}, 5.0] in metrics.own_samples()  # what a worker would report

@@ -138,17 +138,16 @@ def decode(line: bytes) -> AsyncBoltRequest:
     headers = dict(frame.get("headers") or {})
     headers["x-slack-bolt-lazy-only"] = "1"
     headers["x-slack-bolt-lazy-function-name"] = str(frame["lazy"])
-    # Bolt takes an already parsed body only in Socket Mode form. The mode matters to nothing
-    # but signature verification, which the worker does not do (its parent verified the request).
-    request = AsyncBoltRequest(
+    # Bolt takes an already parsed body only in Socket Mode form, and so it stays: the mode
+    # matters to signature verification, which the worker does not do (its parent verified the
+    # request), and to copies, which then keep the parsed body.
+    return AsyncBoltRequest(
         body=frame["body"],
         query=frame.get("query") or {},
         headers=headers,
         context={HANDOFF: frame.get(HANDOFF) or {}},
         mode="socket_mode",
     )
-    request.mode = frame.get("mode") or "http"
-    return request
 
 
 class FollowUps(AsyncLazyListenerRunner):
