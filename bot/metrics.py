@@ -68,8 +68,9 @@ ACK_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
     registry=REGISTRY,
 )
+PENDING_NAME = "cse_backup_pending_requests"
 PENDING = Gauge(
-    "cse_backup_pending_requests",
+    PENDING_NAME,
     "Requests waiting for approval (as last seen by the expiry task).",
     registry=REGISTRY,
 )
@@ -168,7 +169,7 @@ def own_samples() -> list[Sample]:
 # Counts from the worker are added to this process's; a gauge the worker sets (it runs the sweep,
 # see bot.worker) stands for the replica while the worker runs.
 _ADDED = frozenset({"counter", "histogram"})
-_GAUGES = frozenset({"cse_backup_pending_requests"})
+_GAUGES = frozenset({PENDING_NAME})
 _SET: set[str] = set()  # the gauges this process has set
 
 
@@ -176,8 +177,8 @@ def set_pending(count: int) -> None:
     """The pending gauge, from this process's sweep. The worker's sweeps and the serving
     process's (while the worker is down) take turns: the latest stands for the replica."""
     PENDING.set(count)
-    _SET.add("cse_backup_pending_requests")
-    WORKER.forget_gauge("cse_backup_pending_requests")
+    _SET.add(PENDING_NAME)
+    WORKER.forget_gauge(PENDING_NAME)
 
 
 class WorkerSamples:

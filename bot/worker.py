@@ -249,8 +249,8 @@ async def work(settings: Settings) -> None:
     warming = asyncio.create_task(warm_up(tokens))
     # The sweep (expiry, stuck calls, reminders) runs here while this worker runs: at nice 10,
     # off the serving process's CPU. The serving process sweeps whenever the worker is down.
-    sweeping = asyncio.Event()
-    sweeper = asyncio.create_task(background(bot.services.flow, sweeping))
+    stop_sweeping = asyncio.Event()
+    sweeper = asyncio.create_task(background(bot.services.flow, stop_sweeping))
 
     reader = asyncio.StreamReader(limit=MAX_BACKLOG)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -322,7 +322,7 @@ async def work(settings: Settings) -> None:
         # It sweeps while it finishes (the serving process counts on it until it exits).
         if tasks:
             await asyncio.wait(set(tasks), timeout=grace)
-        sweeping.set()
+        stop_sweeping.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(sweeper, timeout=SHUTDOWN_GRACE)
         bot.services.flow.stop_accepting()

@@ -123,7 +123,6 @@ def encode(request: AsyncBoltRequest) -> bytes:
     }
     frame = {
         "lazy": request.lazy_function_name,
-        "mode": request.mode,
         "body": request.body,
         "query": {k: list(v) for k, v in request.query.items()},
         "headers": headers,
